@@ -1,0 +1,88 @@
+# nuri — build with `make`; `make test` runs the suite (release + ASan/UBSan);
+# `make demo` generates text from the demo model in ../shared/models.
+#
+# BUILD=release (default, build/), debug (build-debug/), san (build-san/).
+
+BUILD ?= release
+CC ?= cc
+ifeq ($(BUILD),release)
+  OUT := build
+  OPT := -O2 -DNDEBUG
+else ifeq ($(BUILD),debug)
+  OUT := build-debug
+  OPT := -O0 -g
+else ifeq ($(BUILD),san)
+  OUT := build-san
+  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+  LDSAN := -fsanitize=address,undefined
+else
+  $(error BUILD must be release, debug or san)
+endif
+
+CFLAGS_ALL := -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+              -D_GNU_SOURCE -Iinclude -Isrc $(OPT) -pthread -MMD -MP $(CFLAGS)
+LDLIBS_ALL := $(LDSAN) -pthread -lm $(LDFLAGS)
+
+LIB_SRC := $(sort $(wildcard src/core/*.c src/gguf/*.c src/quant/*.c src/model/*.c \
+                             src/tokenizer/*.c src/sample/*.c))
+CLI_SRC := $(sort $(wildcard src/cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_SUPPORT := $(sort $(wildcard tests/support/*.c))
+
+LIB_OBJ := $(LIB_SRC:%.c=$(OUT)/obj/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(OUT)/obj/%.o)
+SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(OUT)/obj/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(OUT)/tests/%)
+
+.PHONY: all lib tests test test-release test-san demo clean check-deps
+
+all: $(OUT)/nuri
+
+lib: $(OUT)/libnuri.a
+
+$(OUT)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(OUT)/libnuri.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(OUT)/nuri: $(CLI_OBJ) $(OUT)/libnuri.a
+	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(OUT)/libnuri.a $(LDLIBS_ALL)
+
+# Tests may use jansson (a Debian library) to read the JSON goldens.
+$(OUT)/tests/%: $(OUT)/obj/tests/%.o $(SUPPORT_OBJ) $(OUT)/libnuri.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(SUPPORT_OBJ) $(OUT)/libnuri.a -ljansson $(LDLIBS_ALL)
+
+tests: check-deps $(OUT)/nuri $(TEST_BIN)
+
+check-deps:
+	@printf '#include <jansson.h>\nint main(void){return 0;}\n' | $(CC) -x c - -o /dev/null -ljansson 2>/dev/null || { \
+	  echo "The tests need jansson's headers. Install them with:"; \
+	  echo "  apt-get install -y libjansson-dev"; exit 1; }
+
+# The whole suite, in the release build and again under ASan + UBSan.
+test:
+	@$(MAKE) --no-print-directory BUILD=release tests
+	@$(MAKE) --no-print-directory BUILD=san tests
+	@tests/run_tests.sh build build-san
+
+test-release:
+	@$(MAKE) --no-print-directory BUILD=release tests
+	@tests/run_tests.sh build
+
+test-san:
+	@$(MAKE) --no-print-directory BUILD=san tests
+	@tests/run_tests.sh build-san
+
+SHARED ?= ../shared
+demo: $(OUT)/nuri
+	@test -f $(SHARED)/models/aidreams260K.gguf || { echo "demo: $(SHARED)/models/aidreams260K.gguf not found (the shared/ folder beside the project)"; exit 1; }
+	$(OUT)/nuri run -m $(SHARED)/models/aidreams260K.gguf -p "The machine" -n 80
+
+clean:
+	rm -rf build build-debug build-san
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(TEST_BIN:$(OUT)/tests/%=$(OUT)/obj/tests/%.d)

@@ -1,0 +1,39 @@
+/* test.h — the tiny harness every test binary uses.
+ *
+ * CHECK(cond, fmt, ...) records one assertion; test_finish() prints
+ * "N passed, N failed" and returns the exit status. test_shared_path()
+ * locates ../shared (or $NURI_SHARED) relative to the repository root. */
+#ifndef NURI_TEST_H
+#define NURI_TEST_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+extern int test_passed, test_failed;
+
+#define CHECK(cond, ...)                                                   \
+    do {                                                                   \
+        if (cond) {                                                        \
+            test_passed++;                                                 \
+        } else {                                                           \
+            test_failed++;                                                 \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);           \
+            fprintf(stderr, __VA_ARGS__);                                  \
+            fputc('\n', stderr);                                           \
+        }                                                                  \
+    } while (0)
+
+int test_finish(void);
+
+/* Path of a file under the shared folder, in a static buffer (overwritten by
+ * the next call). Returns NULL, after printing a loud SKIP line, when the
+ * shared folder is absent. */
+const char *test_shared_path(const char *rel);
+
+/* Reads a whole file (malloc'ed, NUL-terminated; *len without the NUL). */
+char *test_read_file(const char *path, size_t *len);
+
+/* A fresh path in a per-process temporary directory (static buffer). */
+const char *test_tmp_path(const char *name);
+
+#endif
