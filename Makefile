@@ -6,13 +6,13 @@
 BUILD ?= release
 CC ?= cc
 ifeq ($(BUILD),release)
-  OUT := build
+  OUT ?= build
   OPT := -O2 -DNDEBUG
 else ifeq ($(BUILD),debug)
-  OUT := build-debug
+  OUT ?= build-debug
   OPT := -O0 -g
 else ifeq ($(BUILD),san)
-  OUT := build-san
+  OUT ?= build-san
   OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
   LDSAN := -fsanitize=address,undefined
 else
