@@ -28,7 +28,7 @@
  * Conventions: every fallible function returns a nuri_status and, when it is
  * not NURI_OK, fills the caller's nuri_error with a one-line message naming
  * the problem. The library never exits or aborts on bad input. Handles are
- * opaque; each *_create/*_load has a matching *_free that accepts NULL.
+ * opaque; each create or load function has a matching free that accepts NULL.
  */
 #ifndef NURI_H
 #define NURI_H

@@ -1,0 +1,38 @@
+/* main.c — the nuri command: dispatches to a subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+#define NURI_VERSION "0.1.0"
+
+static const char *usage =
+    "usage: nuri COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  run       generate text from a prompt\n"
+    "  tokenize  print the token ids of a text\n"
+    "  info      print a GGUF file's metadata and tensors\n"
+    "\n"
+    "`nuri COMMAND --help` describes each command's options.\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 1;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("nuri %s\n", NURI_VERSION);
+        return 0;
+    }
+    fprintf(stderr, "nuri: unknown command '%s'\n\n%s", cmd, usage);
+    return 1;
+}
