@@ -4,6 +4,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 int test_passed, test_failed;
 
@@ -56,4 +61,88 @@ const char *test_tmp_path(const char *name) {
     }
     snprintf(buf, sizeof buf, "%s/%s", dir, name);
     return buf;
+}
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} grow_buf;
+
+static void grow_append(grow_buf *b, const char *data, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *nb = realloc(b->buf, cap);
+        if (!nb) return;
+        b->buf = nb;
+        b->cap = cap;
+    }
+    memcpy(b->buf + b->len, data, n);
+    b->len += n;
+    b->buf[b->len] = 0;
+}
+
+int test_run(const char *const *argv, const char *stdin_data, size_t stdin_len, char **out,
+             char **err) {
+    int in_p[2], out_p[2], err_p[2];
+    if (pipe(in_p) || pipe(out_p) || pipe(err_p)) return -1;
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        dup2(in_p[0], 0);
+        dup2(out_p[1], 1);
+        dup2(err_p[1], 2);
+        close(in_p[0]); close(in_p[1]); close(out_p[0]); close(out_p[1]);
+        close(err_p[0]); close(err_p[1]);
+        alarm(60);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(in_p[0]);
+    close(out_p[1]);
+    close(err_p[1]);
+    signal(SIGPIPE, SIG_IGN);
+    fcntl(in_p[1], F_SETFL, O_NONBLOCK);
+    grow_buf ob = {0}, eb = {0};
+    grow_append(&ob, "", 0);
+    grow_append(&eb, "", 0);
+    size_t sent = 0;
+    int in_fd = in_p[1];
+    if (!stdin_data || stdin_len == 0) { close(in_fd); in_fd = -1; }
+    int open_fds = 2;
+    while (open_fds > 0 || in_fd >= 0) {
+        struct pollfd pf[3] = {{out_p[0], POLLIN, 0}, {err_p[0], POLLIN, 0}, {in_fd, POLLOUT, 0}};
+        if (poll(pf, 3, 70000) <= 0) break;
+        char tmp[65536];
+        for (int k = 0; k < 2; k++) {
+            if (pf[k].fd < 0 || !(pf[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            ssize_t n = read(pf[k].fd, tmp, sizeof tmp);
+            if (n > 0) grow_append(k == 0 ? &ob : &eb, tmp, (size_t)n);
+            else { close(pf[k].fd); if (k == 0) out_p[0] = -1; else err_p[0] = -1; open_fds--; }
+        }
+        if (in_fd >= 0 && (pf[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
+            ssize_t n = write(in_fd, stdin_data + sent, stdin_len - sent);
+            if (n > 0) sent += (size_t)n;
+            if (n < 0 && errno != EAGAIN) sent = stdin_len;
+            if (sent >= stdin_len) { close(in_fd); in_fd = -1; }
+        }
+    }
+    if (in_fd >= 0) close(in_fd);
+    if (out_p[0] >= 0) close(out_p[0]);
+    if (err_p[0] >= 0) close(err_p[0]);
+    int status;
+    if (waitpid(pid, &status, 0) < 0) return -1;
+    if (out) *out = ob.buf; else free(ob.buf);
+    if (err) *err = eb.buf; else free(eb.buf);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+const char *test_nuri_bin(void) {
+    const char *bin = getenv("NURI_BIN");
+    if (!bin || access(bin, X_OK) != 0) {
+        fprintf(stderr, "SKIP: NURI_BIN is not set to an executable nuri; command-line checks skipped\n");
+        return NULL;
+    }
+    return bin;
 }

@@ -36,4 +36,14 @@ char *test_read_file(const char *path, size_t *len);
 /* A fresh path in a per-process temporary directory (static buffer). */
 const char *test_tmp_path(const char *name);
 
+/* Runs argv (argv[0] a path) with stdin_data on its standard input and
+ * collects stdout and stderr (malloc'ed, NUL-terminated; either out pointer
+ * may be NULL). Returns the exit status, 128+signal if killed, -1 if it could
+ * not be started. A 60 s alarm kills a hung child. */
+int test_run(const char *const *argv, const char *stdin_data, size_t stdin_len, char **out,
+             char **err);
+
+/* The nuri executable under test ($NURI_BIN), or NULL after a SKIP line. */
+const char *test_nuri_bin(void);
+
 #endif
