@@ -178,13 +178,17 @@ typedef struct {
     uint64_t seed;
 } nuri_sampler_params;
 
-/* Greedy, no penalties, penalty window 64, seed 0. */
+/* Greedy (temperature 0), no penalties, penalty window 64, seed 0; the
+ * filters take llama.cpp's defaults (top-k 40, top-p 0.95, min-p 0.05), which
+ * only act once a temperature is set. */
 nuri_sampler_params nuri_sampler_default_params(void);
 
 /* params may be NULL (greedy). Returns NULL only when out of memory. */
 nuri_sampler *nuri_sampler_create(const nuri_sampler_params *params);
 void nuri_sampler_free(nuri_sampler *sampler);
-/* Picks a token from logits (not modified) and remembers it for penalties. */
+/* Picks a token from logits (not modified) and remembers it for penalties.
+ * Returns -1 for a NULL sampler or logits or n_vocab <= 0. Reset also
+ * restarts the random sequence from the seed. */
 nuri_token nuri_sampler_sample(nuri_sampler *sampler, const float *logits, int32_t n_vocab);
 /* Adds a token to the penalty window without sampling (e.g. prompt tokens). */
 void nuri_sampler_accept(nuri_sampler *sampler, nuri_token token);
