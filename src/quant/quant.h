@@ -59,4 +59,85 @@ const char *nuri_type_name(uint32_t type);
  * size or the type is unknown. */
 size_t nuri_row_size(uint32_t type, int64_t n);
 
+/* ---- Block layouts ------------------------------------------------------
+ *
+ * The byte layouts GGUF files store (all little-endian, no padding). Scales
+ * are IEEE half floats kept as their bit patterns. Rows read from a file may
+ * sit at any address, so code that walks rows copies a block out (memcpy)
+ * rather than dereferencing a pointer to one.
+ *
+ * The conversion and dot functions in the traits take n a multiple of the
+ * block size (of both operands for vec_dot); a partial tail block is
+ * ignored. */
+
+#define NURI_QK4_0 32
+#define NURI_QK4_1 32
+#define NURI_QK5_0 32
+#define NURI_QK5_1 32
+#define NURI_QK8_0 32
+#define NURI_QK8_1 32
+#define NURI_QK_K 256
+
+/* 32 weights: x = (q - 8) * d; element j < 16 in the low nibble of qs[j],
+ * element j >= 16 in the high nibble of qs[j - 16]. */
+typedef struct {
+    uint16_t d;
+    uint8_t qs[NURI_QK4_0 / 2];
+} nuri_block_q4_0;
+_Static_assert(sizeof(nuri_block_q4_0) == 18, "Q4_0 block must be 18 bytes");
+
+/* 32 weights: x = q * d + m, nibbles as in Q4_0. */
+typedef struct {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qs[NURI_QK4_1 / 2];
+} nuri_block_q4_1;
+_Static_assert(sizeof(nuri_block_q4_1) == 20, "Q4_1 block must be 20 bytes");
+
+/* 32 weights: x = (q - 16) * d; the low 4 bits of q as in Q4_0, bit 4 of
+ * element j in bit j of qh read as a little-endian uint32. */
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[NURI_QK5_0 / 2];
+} nuri_block_q5_0;
+_Static_assert(sizeof(nuri_block_q5_0) == 22, "Q5_0 block must be 22 bytes");
+
+/* 32 weights: x = q * d + m, bits as in Q5_0. */
+typedef struct {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qh[4];
+    uint8_t qs[NURI_QK5_1 / 2];
+} nuri_block_q5_1;
+_Static_assert(sizeof(nuri_block_q5_1) == 24, "Q5_1 block must be 24 bytes");
+
+/* 32 weights: x = q * d. */
+typedef struct {
+    uint16_t d;
+    int8_t qs[NURI_QK8_0];
+} nuri_block_q8_0;
+_Static_assert(sizeof(nuri_block_q8_0) == 34, "Q8_0 block must be 34 bytes");
+
+/* 32 weights: x = q * d; s = d * sum(q) (as half), which lets a dot product
+ * with a Q4_1/Q5_1 row add the min term without summing the activations. */
+typedef struct {
+    uint16_t d;
+    uint16_t s;
+    int8_t qs[NURI_QK8_1];
+} nuri_block_q8_1;
+_Static_assert(sizeof(nuri_block_q8_1) == 36, "Q8_1 block must be 36 bytes");
+
+/* ---- Row conversions ---------------------------------------------------- */
+
+/* Quantizes n floats into a row of type (its from_float). Does nothing when
+ * the type has no converter; the caller checks nuri_type_get(type)->from_float
+ * first. n must be a multiple of the block size (a partial tail block is not
+ * written). */
+void nuri_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
+
+/* Converts a row of n elements of type to floats (its to_float). Does nothing
+ * when the type has no converter; n as for nuri_quantize_row. */
+void nuri_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
+
 #endif
