@@ -36,6 +36,12 @@ typedef enum {
 #define GGUF_MAX_DIMS 4
 #define GGUF_DEFAULT_ALIGNMENT 32
 
+/* Limits the reader enforces (and the writer respects), so that hostile
+ * files cannot make it allocate or recurse without bound. */
+#define GGUF_MAX_KEY_LEN (64u * 1024)            /* metadata keys and tensor names */
+#define GGUF_MAX_STRING_LEN (256u * 1024 * 1024) /* string values */
+#define GGUF_MAX_ARRAY_DEPTH 8                   /* an array of arrays has depth 2 */
+
 typedef struct {
     const char *data; /* not NUL-terminated */
     uint64_t len;
@@ -87,7 +93,9 @@ void gguf_close(gguf_file *f);
 uint32_t gguf_version(const gguf_file *f);
 uint64_t gguf_alignment(const gguf_file *f);
 uint64_t gguf_file_size(const gguf_file *f);
-uint64_t gguf_data_offset(const gguf_file *f); /* start of the tensor data section */
+/* Start of the tensor data section (at most the file size: a file without
+ * tensors may end before the padding that would precede it). */
+uint64_t gguf_data_offset(const gguf_file *f);
 
 uint64_t gguf_n_kv(const gguf_file *f);
 const gguf_kv *gguf_kv_at(const gguf_file *f, uint64_t i);
@@ -101,6 +109,13 @@ const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
 
 bool gguf_str_eq(gguf_str s, const char *cstr);
 const char *gguf_type_name(gguf_type t);
+
+/* Bytes taken by a tensor of element type `type` and shape ne[0..n_dims):
+ * nuri_row_size(type, ne[0]) * ne[1] * ... . Returns false, leaving *out
+ * untouched, when the type is unknown to nuri_type_get, n_dims is not
+ * 1..GGUF_MAX_DIMS, a dimension is negative, ne[0] is not a multiple of the
+ * block size, or the element count or byte size overflows. */
+bool gguf_tensor_nbytes(uint32_t type, uint32_t n_dims, const int64_t *ne, uint64_t *out);
 
 /* Typed getters for metadata. Each returns NURI_OK and sets *out when the key
  * holds a value convertible to the requested type without loss (any integer
