@@ -35,6 +35,8 @@ SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(OUT)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(OUT)/tests/%)
 
 .PHONY: all lib tests test test-release test-san demo clean check-deps
+# Keep test objects between runs (make would delete them as intermediates).
+.SECONDARY:
 
 all: $(OUT)/nuri
 

@@ -36,7 +36,15 @@ static nuri_model *load(const char *rel_model, bool llama2c) {
 }
 
 /* Greedy generation from each golden prompt, comparing ids and logits. */
-static void check_golden(const char *rel_model, bool llama2c, const char *rel_golden, int n_threads) {
+/* strict: every logits vector within tolerance and every id equal.
+ * Otherwise (quantized models) at least half of the vectors within tolerance,
+ * all of them within 1.0, and at least 2/3 of the cases with all ids equal:
+ * llama.cpp and nuri sum in different orders, so now and then an activation
+ * lands on the other side of an 8-bit rounding step, and this random-weight
+ * model amplifies that one step into a visibly different output. A broken
+ * kernel fails every case, not one in six. */
+static void check_golden(const char *rel_model, bool llama2c, const char *rel_golden, int n_threads,
+                         double tolerance, bool strict) {
     nuri_model *m = load(rel_model, llama2c);
     if (!m) return;
     size_t len;
@@ -52,7 +60,7 @@ static void check_golden(const char *rel_model, bool llama2c, const char *rel_go
     size_t ci;
     json_t *c;
     double worst = 0;
-    int n_cases = 0;
+    int n_cases = 0, n_vectors = 0, n_close = 0, n_cases_equal = 0;
     json_array_foreach(cases, ci, c) {
         json_t *jp = json_object_get(c, "prompt_ids"), *jg = json_object_get(c, "generated_ids");
         json_t *jl = json_object_get(c, "logits");
@@ -77,28 +85,40 @@ static void check_golden(const char *rel_model, bool llama2c, const char *rel_go
                 for (int i = 0; i < n_vocab; i++) want[i] = json_real_value(json_array_get(row, (size_t)i));
                 double e = rel_l2(logits, want, n_vocab);
                 if (e > worst) worst = e;
-                CHECK(e <= 1e-4, "%s case %zu step %zu: logits rel. L2 error %.3g > 1e-4", rel_model, ci, k, e);
+                n_vectors++;
+                n_close += e <= tolerance;
+                if (strict)
+                    CHECK(e <= tolerance, "%s case %zu step %zu: logits rel. L2 error %.3g > %.1g", rel_model,
+                          ci, k, e, tolerance);
                 free(want);
             }
             nuri_token want_id = (nuri_token)json_integer_value(json_array_get(jg, k));
             nuri_token got = nuri_sampler_sample(greedy, logits, n_vocab);
             if (got != want_id) {
                 mismatches++;
-                CHECK(got == want_id, "%s case %zu step %zu: greedy id %d, golden %d", rel_model, ci, k, got, want_id);
+                if (strict)
+                    CHECK(got == want_id, "%s case %zu step %zu: greedy id %d, golden %d", rel_model, ci, k,
+                          got, want_id);
                 break; /* later steps diverge anyway */
             }
             ok = nuri_eval(ctx, &got, NULL, 1, false, &err) == NURI_OK;
             CHECK(ok, "eval: %s", ok ? "" : err.message);
         }
-        if (!mismatches) test_passed++;
+        n_cases_equal += !mismatches;
         n_cases++;
         nuri_sampler_free(greedy);
         nuri_context_free(ctx);
         free(prompt);
     }
     CHECK(n_cases >= 5, "%s: only %d cases", rel_golden, n_cases);
-    printf("%s (%s, %d threads): %d cases, worst logits rel. L2 error %.2e\n", rel_model,
-           llama2c ? "llama2.c" : "gguf", n_threads, n_cases, worst);
+    CHECK(2 * n_close >= n_vectors, "%s: only %d of %d logits vectors within %.1g", rel_model, n_close,
+          n_vectors, tolerance);
+    CHECK(worst <= 1.0, "%s: logits rel. L2 error %.3g", rel_model, worst);
+    CHECK(3 * n_cases_equal >= 2 * n_cases, "%s: greedy ids equal in only %d of %d cases", rel_model,
+          n_cases_equal, n_cases);
+    printf("%s (%s, %d threads): %d cases, %d/%d with equal ids, %d/%d logits vectors within %.0e, "
+           "worst rel. L2 error %.2e\n", rel_model, llama2c ? "llama2.c" : "gguf", n_threads, n_cases,
+           n_cases_equal, n_cases, n_close, n_vectors, tolerance, worst);
     json_decref(root);
     nuri_model_free(m);
 }
@@ -182,10 +202,18 @@ static void check_context_full(void) {
 
 int main(void) {
     if (!test_shared_path("models")) return test_finish();
-    check_golden("models/aidreams260K.gguf", false, "golden/aidreams260K.golden.json", 1);
-    check_golden("models/aidreams260K.bin", true, "golden/aidreams260K.golden.json", 2);
-    check_golden("models/stories260K.gguf", false, "golden/stories260K.golden.json", 2);
-    check_golden("models/stories260K.bin", true, "golden/stories260K.golden.json", 1);
+    check_golden("models/aidreams260K.gguf", false, "golden/aidreams260K.golden.json", 1, 1e-4, true);
+    check_golden("models/aidreams260K.bin", true, "golden/aidreams260K.golden.json", 2, 1e-4, true);
+    check_golden("models/stories260K.gguf", false, "golden/stories260K.golden.json", 2, 1e-4, true);
+    check_golden("models/stories260K.bin", true, "golden/stories260K.golden.json", 1, 1e-4, true);
+    /* Quantized weights, activations quantized to 8-bit blocks as llama.cpp does. */
+    const char *quant_types[] = {"F32", "Q8_0-pure", "Q4_0-pure", "Q4_1-pure", "Q5_0-pure", "Q5_1-pure"};
+    for (int i = 0; i < 6; i++) {
+        char model[128], golden[128];
+        snprintf(model, sizeof model, "golden/quant/mini-%s.gguf", quant_types[i]);
+        snprintf(golden, sizeof golden, "golden/quant/mini-%s.golden.json", quant_types[i]);
+        check_golden(model, false, golden, 2, 1e-4, i == 0);
+    }
     check_batch_equivalence();
     check_context_full();
     return test_finish();
