@@ -263,6 +263,9 @@ static void test_starcoder_falcon(void) {
     SPLIT(FALCON, "12345 ok", "123", "45", " ok");
     SPLIT(FALCON, "a+b=c", "a", "+", "b", "=", "c");
     SPLIT(FALCON, "¿Qué?", "¿", "Qué", "?");
+    /* Qwen2: Llama 3's rules, but every digit on its own. */
+    SPLIT(QWEN2, "abc 12345", "abc", " ", "1", "2", "3", "4", "5");
+    SPLIT(QWEN2, "I'M here", "I", "'M", " here");
 }
 
 static void test_names_and_errors(void) {
@@ -278,7 +281,7 @@ static void test_names_and_errors(void) {
         {"deepseek-llm", NURI_PRETOK_DEEPSEEK_LLM},
         {"starcoder", NURI_PRETOK_STARCODER},
         {"falcon", NURI_PRETOK_FALCON},
-        {"qwen2", -1},
+        {"qwen2", NURI_PRETOK_QWEN2},
         {"llama", -1},
         {"", -1},
         {"LLAMA-BPE", -1},
@@ -370,7 +373,7 @@ static void test_coverage(void) {
             pos += adv;
         }
         boundary[len] = true;
-        for (int kind = NURI_PRETOK_GPT2; kind <= NURI_PRETOK_FALCON; kind++) {
+        for (int kind = NURI_PRETOK_GPT2; kind <= NURI_PRETOK_QWEN2; kind++) {
             size_t *ends = NULL, n = 0;
             nuri_error err;
             if (nuri_pretokenize((nuri_pretok_kind)kind, text, len, &ends, &n, &err) != NURI_OK ||
@@ -419,7 +422,7 @@ static void check_long(nuri_pretok_kind kind, const char *unit, const char *tail
 
 static void test_long_inputs(void) {
     const size_t mb = 1u << 20;
-    for (int kind = NURI_PRETOK_GPT2; kind <= NURI_PRETOK_FALCON; kind++) {
+    for (int kind = NURI_PRETOK_GPT2; kind <= NURI_PRETOK_QWEN2; kind++) {
         check_long((nuri_pretok_kind)kind, " ", "", 1, "1 MB of spaces");
         check_long((nuri_pretok_kind)kind, "a", "", 1, "1 MB of one letter");
     }
@@ -460,7 +463,7 @@ static void test_first_use_from_threads(void) {
     int kinds[N_THREADS];
     bool started[N_THREADS];
     for (int i = 0; i < N_THREADS; i++) {
-        kinds[i] = i % (NURI_PRETOK_FALCON + 1);
+        kinds[i] = i % (NURI_PRETOK_QWEN2 + 1);
         started[i] = pthread_create(&threads[i], NULL, split_in_thread, &kinds[i]) == 0;
     }
     for (int i = 0; i < N_THREADS; i++) {

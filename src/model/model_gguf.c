@@ -1,5 +1,6 @@
 /* model_gguf.c — builds a model from a GGUF file's metadata and tensors
  * (architectures "llama", which Mistral files also use, and "qwen2"). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,8 +63,7 @@ static nuri_status read_hparams(const gguf_file *f, const char *arch, nuri_hpara
         if ((st = arch_f32(f, arch, "rope.scaling.factor", false, &scale_factor, err))) return st;
         if (gguf_str_eq(scaling, "linear")) {
             if (scale_factor > 0.0f) hp->rope_freq_scale = 1.0f / scale_factor;
-        } else if (!gguf_str_eq(scaling, "llama3")) {
-            /* Llama 3 scaling comes as the rope_freqs tensor; others (YaRN) we lack. */
+        } else if (!gguf_str_eq(scaling, "llama3")) { /* llama3: see llama3_rope_factors */
             return nuri_fail(err, NURI_ERR_UNSUPPORTED, "%s = '%.*s' is not supported", key,
                              (int)(scaling.len > 32 ? 32 : scaling.len), scaling.data);
         }
@@ -83,6 +83,50 @@ static nuri_status read_hparams(const gguf_file *f, const char *arch, nuri_hpara
     hp->n_ctx_train = clamp_i32(n_ctx);
     hp->rms_eps = eps;
     hp->rope_base = base;
+    return NURI_OK;
+}
+
+/* Llama 3.1/3.2 frequency scaling described by metadata instead of a
+ * rope_freqs tensor: wavelengths shorter than original_context /
+ * high_freq_factor keep their frequency, longer than original_context /
+ * low_freq_factor are divided by factor, and those between blend the two. */
+static nuri_status llama3_rope_factors(nuri_model *m, const gguf_file *f, const char *arch,
+                                       nuri_error *err) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    gguf_str type = {0};
+    nuri_status st = gguf_get_str(f, key, false, &type, err);
+    if (st || !type.data || !gguf_str_eq(type, "llama3")) return st;
+    float factor = 8.0f, low = 1.0f, high = 4.0f;
+    uint32_t original_ctx = 8192;
+    if ((st = arch_f32(f, arch, "rope.scaling.factor", false, &factor, err)) ||
+        (st = arch_f32(f, arch, "rope.scaling.low_freq_factor", false, &low, err)) ||
+        (st = arch_f32(f, arch, "rope.scaling.high_freq_factor", false, &high, err)) ||
+        (st = arch_u32(f, arch, "rope.scaling.original_context_length", false, &original_ctx, err)))
+        return st;
+    if (!(factor >= 1.0f && factor < 1e6f) || !(low > 0.0f) || !(high > low) || original_ctx == 0)
+        return nuri_fail(err, NURI_ERR_FORMAT,
+                         "%s.rope.scaling: llama3 factors out of range (factor %g, low %g, high %g)",
+                         arch, factor, low, high);
+    const nuri_hparams *hp = &m->hp;
+    int half = hp->n_rot / 2;
+    m->rope_inv_factors = nuri_malloc_array((size_t)half, sizeof(float));
+    if (!m->rope_inv_factors) return nuri_fail(err, NURI_ERR_NOMEM, "out of memory");
+    const double pi = 3.14159265358979323846;
+    double low_wavelen = original_ctx / (double)low, high_wavelen = original_ctx / (double)high;
+    for (int i = 0; i < half; i++) {
+        double freq = pow((double)hp->rope_base, -2.0 * i / hp->n_rot);
+        double wavelen = 2.0 * pi / freq, scaled;
+        if (wavelen < high_wavelen) {
+            scaled = freq;
+        } else if (wavelen > low_wavelen) {
+            scaled = freq / factor;
+        } else {
+            double smooth = (original_ctx / wavelen - low) / (high - low);
+            scaled = (1.0 - smooth) * freq / factor + smooth * freq;
+        }
+        m->rope_inv_factors[i] = (float)(freq / scaled);
+    }
     return NURI_OK;
 }
 
@@ -122,8 +166,8 @@ static nuri_status get_vector(const gguf_file *f, const char *name, int64_t n, b
     return nuri_weight_to_floats(&w, name, out, err);
 }
 
-static nuri_status load_tensors(nuri_model *m, const gguf_file *f, bool has_qkv_bias,
-                                nuri_error *err) {
+static nuri_status load_tensors(nuri_model *m, const gguf_file *f, const char *arch,
+                                bool has_qkv_bias, nuri_error *err) {
     const nuri_hparams *hp = &m->hp;
     int64_t n_embd = hp->n_embd, q_dim = (int64_t)hp->n_head * hp->head_dim;
     int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
@@ -144,6 +188,12 @@ static nuri_status load_tensors(nuri_model *m, const gguf_file *f, bool has_qkv_
         if ((st = get_weight(f, "rope_freqs.weight", hp->n_rot / 2, 1, true, &w, err)) ||
             (st = nuri_weight_to_floats(&w, "rope_freqs.weight", &m->rope_inv_factors, err)))
             return st;
+        for (int i = 0; i < hp->n_rot / 2; i++)
+            if (!(m->rope_inv_factors[i] > 0.0f && m->rope_inv_factors[i] < 1e30f))
+                return nuri_fail(err, NURI_ERR_FORMAT, "tensor 'rope_freqs.weight' holds %g at %d",
+                                 m->rope_inv_factors[i], i);
+    } else if ((st = llama3_rope_factors(m, f, arch, err))) {
+        return st;
     }
 
     m->layers = nuri_calloc_array((size_t)hp->n_layer, sizeof *m->layers);
@@ -193,7 +243,7 @@ nuri_status nuri_model_load_gguf(const char *path, nuri_model **out, nuri_error 
     snprintf(arch, sizeof arch, "%s", is_llama ? "llama" : "qwen2");
     if ((st = read_hparams(f, arch, &m->hp, err))) goto fail;
     m->hp.rope_kind = is_qwen2 ? NURI_ROPE_NEOX : NURI_ROPE_NORM;
-    if ((st = load_tensors(m, f, is_qwen2, err))) goto fail;
+    if ((st = load_tensors(m, f, arch, is_qwen2, err))) goto fail;
     if ((st = nuri_vocab_from_gguf(f, &m->vocab, err))) goto fail;
     if (nuri_vocab_n_tokens(m->vocab) > m->hp.n_vocab) {
         st = nuri_fail(err, NURI_ERR_FORMAT, "the vocabulary has %d tokens but the embedding only %d rows",

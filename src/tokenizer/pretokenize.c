@@ -29,7 +29,7 @@
 /* ---- Pre-tokenizer definitions ---- */
 
 #define MAX_STAGES 6
-#define N_KINDS 5
+#define N_KINDS 6
 
 /* The GPT-2 pattern; the trailing "|\s+" only catches whitespace that the
  * gap between matches would hold anyway, so it changes no split. */
@@ -100,6 +100,11 @@ static const pretok_def PRETOK_DEFS[N_KINDS] = {
         /* Punctuation as tokenizers' Punctuation pre-tokenizer sees it: the
          * P categories plus ASCII punctuation that Unicode calls symbols. */
         {"[\\p{P}\\$\\+<=>\\^~\\|`]+", GPT2_PATTERN, "[0-9][0-9][0-9]"},
+    },
+    [NURI_PRETOK_QWEN2] = {
+        {"qwen2", "deepseek-r1-qwen", NULL},
+        {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
+         "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
     },
 };
 

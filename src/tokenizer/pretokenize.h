@@ -14,6 +14,7 @@ typedef enum {
     NURI_PRETOK_DEEPSEEK_LLM, /* "deepseek-llm" */
     NURI_PRETOK_STARCODER,    /* "starcoder" */
     NURI_PRETOK_FALCON,       /* "falcon" */
+    NURI_PRETOK_QWEN2,        /* "qwen2": Llama 3's rules with single digits */
 } nuri_pretok_kind;
 
 /* The pre-tokenizer a tokenizer.ggml.pre value names (len bytes, not
