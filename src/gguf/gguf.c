@@ -62,6 +62,8 @@ static bool is_scalar_type(uint32_t t) {
     return t < GGUF_TYPE_COUNT && t != GGUF_TYPE_STRING && t != GGUF_TYPE_ARRAY;
 }
 
+size_t gguf_scalar_size(uint32_t t) { return is_scalar_type(t) ? scalar_size[t] : 0; }
+
 static bool is_integer_type(uint32_t t) {
     return is_scalar_type(t) && t != GGUF_TYPE_FLOAT32 && t != GGUF_TYPE_FLOAT64 &&
            t != GGUF_TYPE_BOOL;

@@ -108,6 +108,8 @@ const gguf_tensor *gguf_tensor_at(const gguf_file *f, uint64_t i);
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
 
 bool gguf_str_eq(gguf_str s, const char *cstr);
+/* Bytes of one value of a scalar type; 0 for STRING, ARRAY and unknown ids. */
+size_t gguf_scalar_size(uint32_t t);
 const char *gguf_type_name(gguf_type t);
 
 /* Bytes taken by a tensor of element type `type` and shape ne[0..n_dims):

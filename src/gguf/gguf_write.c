@@ -39,16 +39,7 @@ struct gguf_writer {
     size_t n_tensors, cap_tensors;
 };
 
-static const uint8_t scalar_size[GGUF_TYPE_COUNT] = {
-    [GGUF_TYPE_UINT8] = 1,  [GGUF_TYPE_INT8] = 1,    [GGUF_TYPE_UINT16] = 2,
-    [GGUF_TYPE_INT16] = 2,  [GGUF_TYPE_UINT32] = 4,  [GGUF_TYPE_INT32] = 4,
-    [GGUF_TYPE_FLOAT32] = 4, [GGUF_TYPE_BOOL] = 1,   [GGUF_TYPE_UINT64] = 8,
-    [GGUF_TYPE_INT64] = 8,  [GGUF_TYPE_FLOAT64] = 8,
-};
-
-static bool is_scalar_type(uint32_t t) {
-    return t < GGUF_TYPE_COUNT && t != GGUF_TYPE_STRING && t != GGUF_TYPE_ARRAY;
-}
+static bool is_scalar_type(uint32_t t) { return gguf_scalar_size(t) != 0; }
 
 /* ---- Owned values -------------------------------------------------------- */
 
@@ -120,7 +111,7 @@ static nuri_status copy_value(const gguf_value *src, unsigned depth, gguf_value 
 
     if (is_scalar_type(et)) {
         uint64_t bytes;
-        if (!nuri_mul_u64(n, scalar_size[et], &bytes) || bytes > SIZE_MAX || !src->v.arr.raw)
+        if (!nuri_mul_u64(n, gguf_scalar_size(et), &bytes) || bytes > SIZE_MAX || !src->v.arr.raw)
             return NURI_ERR_INVALID_ARG;
         uint8_t *raw = malloc((size_t)bytes);
         if (!raw) return NURI_ERR_NOMEM;
@@ -343,7 +334,7 @@ static void put_array_body(sink *s, const gguf_value *v) {
     put_u64(s, v->v.arr.n);
     if (v->v.arr.n == 0) return;
     if (is_scalar_type(et)) {
-        put(s, v->v.arr.raw, v->v.arr.n * scalar_size[et]); /* checked when copied */
+        put(s, v->v.arr.raw, v->v.arr.n * gguf_scalar_size(et)); /* checked when copied */
     } else if (et == GGUF_TYPE_STRING) {
         for (uint64_t i = 0; i < v->v.arr.n; i++)
             put_str(s, v->v.arr.strs[i].data, v->v.arr.strs[i].len);
