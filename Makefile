@@ -82,7 +82,7 @@ test-san:
 SHARED ?= ../shared
 demo: $(OUT)/nuri
 	@test -f $(SHARED)/models/aidreams260K.gguf || { echo "demo: $(SHARED)/models/aidreams260K.gguf not found (the shared/ folder beside the project)"; exit 1; }
-	$(OUT)/nuri run -m $(SHARED)/models/aidreams260K.gguf -p "The machine" -n 80 --temp 0
+	$(OUT)/nuri run -m $(SHARED)/models/aidreams260K.gguf -p "The machine" -n 80 --temp 0 --echo
 
 clean:
 	rm -rf build build-debug build-san

@@ -379,11 +379,68 @@ static void check_broken(void) {
           "K-quant file: %d '%s'", st, err.message);
 }
 
+/* Random byte corruption in the metadata and tensor-info part of a real
+ * file: loading must fail cleanly or give a model that works (tokenize and
+ * evaluate a few tokens) — never crash; ASan watches. */
+static void check_fuzzed_metadata(void) {
+    size_t len;
+    char *orig = test_read_file(test_shared_path("models/aidreams260K.gguf"), &len);
+    if (!orig) return;
+    gguf_file *f;
+    nuri_error err;
+    if (gguf_open(test_shared_path("models/aidreams260K.gguf"), &f, &err) != NURI_OK) return;
+    size_t header_end = (size_t)gguf_data_offset(f);
+    gguf_close(f);
+    const char *path = test_tmp_path("fuzzed.gguf");
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    int loaded = 0, refused = 0;
+    char *data = malloc(len);
+    for (int iter = 0; iter < 400; iter++) {
+        memcpy(data, orig, len);
+        int flips = 1 + iter % 4;
+        for (int k = 0; k < flips; k++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)(rng >> 33) % header_end;
+            data[at] = (char)(rng >> 20);
+        }
+        FILE *out = fopen(path, "wb");
+        fwrite(data, 1, len, out);
+        fclose(out);
+        nuri_model *m = NULL;
+        if (nuri_model_load(path, NULL, &m, &err) != NURI_OK) {
+            refused++;
+            CHECK(m == NULL && err.message[0] && !strchr(err.message, '\n'), "iteration %d: error message", iter);
+            continue;
+        }
+        loaded++;
+        nuri_token *toks;
+        size_t n;
+        if (nuri_tokenize(m, "Hello world", 11, NURI_TOKENIZE_ADD_BOS | NURI_TOKENIZE_PARSE_SPECIAL, &toks, &n,
+                          &err) == NURI_OK) {
+            nuri_context *ctx;
+            if (n > 0 && nuri_context_create(m, NULL, &ctx, &err) == NURI_OK) {
+                nuri_status st = nuri_eval(ctx, toks, NULL, n, false, &err);
+                if (st == NURI_OK) CHECK(nuri_logits(ctx) != NULL, "iteration %d: logits", iter);
+                nuri_context_free(ctx);
+            }
+            char piece[64];
+            for (size_t i = 0; i < n; i++) nuri_token_to_piece(m, toks[i], true, piece, sizeof piece);
+            nuri_free(toks);
+        }
+        nuri_model_free(m);
+    }
+    printf("fuzzed metadata: %d refused, %d still loadable\n", refused, loaded);
+    CHECK(refused > 50, "most corruptions are caught (%d of 400)", refused);
+    free(data);
+    free(orig);
+}
+
 int main(void) {
     if (!test_shared_path("models")) return test_finish();
     check_weight_types();
     check_rope_options();
     check_qwen2();
     check_broken();
+    check_fuzzed_metadata();
     return test_finish();
 }
