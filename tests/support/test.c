@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <errno.h>
@@ -11,8 +12,15 @@
 #include <sys/wait.h>
 
 int test_passed, test_failed;
+static char tmp_dir[256];
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
 
 int test_finish(void) {
+    if (tmp_dir[0]) nftw(tmp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     printf("%d passed, %d failed\n", test_passed, test_failed);
     return test_failed ? 1 : 0;
 }
@@ -53,13 +61,12 @@ char *test_read_file(const char *path, size_t *len) {
 }
 
 const char *test_tmp_path(const char *name) {
-    static char dir[256];
     static char buf[4096];
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/nuri-test-%d", (int)getpid());
-        mkdir(dir, 0700);
+    if (!tmp_dir[0]) {
+        snprintf(tmp_dir, sizeof tmp_dir, "/tmp/nuri-test-%d", (int)getpid());
+        mkdir(tmp_dir, 0700);
     }
-    snprintf(buf, sizeof buf, "%s/%s", dir, name);
+    snprintf(buf, sizeof buf, "%s/%s", tmp_dir, name);
     return buf;
 }
 
