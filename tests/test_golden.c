@@ -37,12 +37,16 @@ static nuri_model *load(const char *rel_model, bool llama2c) {
 
 /* Greedy generation from each golden prompt, comparing ids and logits. */
 /* strict: every logits vector within tolerance and every id equal.
- * Otherwise (quantized models) at least half of the vectors within tolerance,
- * all of them within 1.0, and at least 2/3 of the cases with all ids equal:
- * llama.cpp and nuri sum in different orders, so now and then an activation
- * lands on the other side of an 8-bit rounding step, and this random-weight
- * model amplifies that one step into a visibly different output. A broken
- * kernel fails every case, not one in six. */
+ * Otherwise (quantized models): at least half of the vectors within
+ * tolerance, all of them within 1.0, and at least 2/3 of the cases with all
+ * ids equal. Engines that sum in different orders differ by ~1e-7 before
+ * activations are rounded to 8 bits; now and then a value sits on a rounding
+ * boundary (x.4999 vs x.5000) and takes the other level, and this
+ * random-weight model amplifies that one flip to 1e-2 .. 1 in the logits.
+ * llama.cpp itself shows the same: the commit that recorded these goldens,
+ * rebuilt on our CI's CPU kind, differs from them by 7e-3 (Q8_0 case 1) up
+ * to 1.3 (Q4_0 case 4) while matching F32, Q5_0 and Q5_1 exactly. Until each
+ * flip, nuri agrees with it to ~1e-7. A broken kernel fails every case. */
 static void check_golden(const char *rel_model, bool llama2c, const char *rel_golden, int n_threads,
                          double tolerance, bool strict) {
     nuri_model *m = load(rel_model, llama2c);
