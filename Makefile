@@ -25,11 +25,16 @@ LDLIBS_ALL := $(LDSAN) -pthread -lm $(LDFLAGS)
 
 LIB_SRC := $(sort $(wildcard src/core/*.c src/gguf/*.c src/quant/*.c src/model/*.c \
                              src/tokenizer/*.c src/sample/*.c))
+# Front ends (chat templates, server, command line) may use Debian libraries;
+# libnuri itself needs only libc, libm and pthreads.
+FRONT_SRC := $(sort $(wildcard src/chat/*.c src/server/*.c))
+FRONT_LIBS := -ljansson
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_SUPPORT := $(sort $(wildcard tests/support/*.c))
 
 LIB_OBJ := $(LIB_SRC:%.c=$(OUT)/obj/%.o)
+FRONT_OBJ := $(FRONT_SRC:%.c=$(OUT)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(OUT)/obj/%.o)
 SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(OUT)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(OUT)/tests/%)
@@ -50,20 +55,26 @@ $(OUT)/libnuri.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(OUT)/nuri: $(CLI_OBJ) $(OUT)/libnuri.a
-	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(OUT)/libnuri.a $(LDLIBS_ALL)
+$(OUT)/libnuri-front.a: $(FRONT_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
 
-# Tests may use jansson (a Debian library) to read the JSON goldens.
-$(OUT)/tests/%: $(OUT)/obj/tests/%.o $(SUPPORT_OBJ) $(OUT)/libnuri.a
+$(OUT)/nuri: $(CLI_OBJ) $(OUT)/libnuri-front.a $(OUT)/libnuri.a | check-deps
+	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(OUT)/libnuri-front.a $(OUT)/libnuri.a $(FRONT_LIBS) $(LDLIBS_ALL)
+
+# Tests may use the front ends' libraries too (jansson reads the JSON goldens).
+$(OUT)/tests/%: $(OUT)/obj/tests/%.o $(SUPPORT_OBJ) $(OUT)/libnuri-front.a $(OUT)/libnuri.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(SUPPORT_OBJ) $(OUT)/libnuri.a -ljansson $(LDLIBS_ALL)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(SUPPORT_OBJ) $(OUT)/libnuri-front.a $(OUT)/libnuri.a $(FRONT_LIBS) $(LDLIBS_ALL)
 
-tests: check-deps $(OUT)/nuri $(TEST_BIN)
+tests: $(OUT)/nuri $(TEST_BIN)
 
+# Stops with the exact install line when a Debian library is missing.
+DEB_PACKAGES := libjansson-dev
 check-deps:
 	@printf '#include <jansson.h>\nint main(void){return 0;}\n' | $(CC) -x c - -o /dev/null -ljansson 2>/dev/null || { \
-	  echo "The tests need jansson's headers. Install them with:"; \
-	  echo "  apt-get install -y libjansson-dev"; exit 1; }
+	  echo "nuri needs Debian packages that are not installed. Install them with:"; \
+	  echo "  apt-get install -y $(DEB_PACKAGES)"; exit 1; }
 
 # The whole suite, in the release build and again under ASan + UBSan.
 test:
@@ -87,4 +98,4 @@ demo: $(OUT)/nuri
 clean:
 	rm -rf build build-debug build-san
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(TEST_BIN:$(OUT)/tests/%=$(OUT)/obj/tests/%.d)
+-include $(LIB_OBJ:.o=.d) $(FRONT_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(TEST_BIN:$(OUT)/tests/%=$(OUT)/obj/tests/%.d)
