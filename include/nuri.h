@@ -132,9 +132,11 @@ size_t nuri_detokenize_flush(nuri_detokenizer *state, char *out, size_t cap);
 /* ---- Contexts: the KV cache and the forward pass ----------------------- */
 
 typedef struct {
-    int32_t n_ctx;     /* KV cache length; 0: min(model context, 4096) */
-    int32_t n_batch;   /* largest batch nuri_eval takes at once; 0: 512 */
+    int32_t n_ctx;     /* KV cache positions per sequence; 0: min(model context, 4096) */
+    int32_t n_batch;   /* tokens the forward pass takes at once; 0: 512 */
     int32_t n_threads; /* 0: the number of physical cores */
+    int32_t n_seq;     /* independent sequences (e.g. server slots), each with its own
+                        * n_ctx positions; 0: 1 */
 } nuri_context_params;
 
 nuri_context_params nuri_context_default_params(void);
@@ -144,24 +146,41 @@ nuri_status nuri_context_create(const nuri_model *model, const nuri_context_para
 void nuri_context_free(nuri_context *ctx);
 
 int32_t nuri_context_n_ctx(const nuri_context *ctx);
-/* Number of positions currently held in the KV cache. */
+int32_t nuri_context_n_seq(const nuri_context *ctx);
+/* Number of positions sequence 0 holds in the KV cache. */
 int32_t nuri_context_n_past(const nuri_context *ctx);
-/* Forgets every position >= n_past (0 clears the cache). */
+int32_t nuri_context_seq_n_past(const nuri_context *ctx, int32_t seq);
+/* Forgets every position >= n_past of sequence 0 (0 clears it). */
 void nuri_context_truncate(nuri_context *ctx, int32_t n_past);
+void nuri_context_seq_truncate(nuri_context *ctx, int32_t seq, int32_t n_past);
 
-/* Evaluates n tokens. positions may be NULL, meaning n_past, n_past+1, ...;
- * otherwise they must continue the cache: positions[0] == n_past, each
- * following one greater. Longer batches are split internally. Fails with
- * NURI_ERR_CONTEXT_FULL, changing nothing, when the cache has no room.
- * Logits are kept for the last token, or for every token of the call when
- * all_logits is true. */
+/* A batch of tokens from one or more sequences, evaluated together: the
+ * matrix products run over all of them at once. Entries of one sequence
+ * must come in order and continue that sequence's cache. */
+typedef struct {
+    size_t n;
+    const nuri_token *tokens;
+    const int32_t *seq_ids;   /* NULL: every token belongs to sequence 0 */
+    const int32_t *positions; /* NULL: each sequence continues from its n_past;
+                               * otherwise must equal exactly that */
+    const bool *logits;       /* which entries need logits; NULL: the last entry only */
+} nuri_batch;
+
+/* Evaluates a batch (longer batches are split internally). Fails with
+ * NURI_ERR_CONTEXT_FULL, changing nothing, when a sequence has no room, and
+ * with NURI_ERR_INVALID_ARG for bad tokens, sequences or positions. */
+nuri_status nuri_decode(nuri_context *ctx, const nuri_batch *batch, nuri_error *err);
+
+/* nuri_decode for n tokens of sequence 0; logits for the last token, or for
+ * every token when all_logits is true. */
 nuri_status nuri_eval(nuri_context *ctx, const nuri_token *tokens, const int32_t *positions,
                       size_t n, bool all_logits, nuri_error *err);
 
-/* Logits (n_vocab floats) of the last evaluated token. */
+/* Logits (n_vocab floats) of the last entry that asked for logits in the
+ * last call; NULL if none. */
 const float *nuri_logits(const nuri_context *ctx);
-/* Logits of the i-th token of the last nuri_eval call made with all_logits;
- * NULL when i is out of range or logits were not kept for it. */
+/* Logits of entry i of the last call; NULL when i is out of range or no
+ * logits were asked for it. */
 const float *nuri_logits_ith(const nuri_context *ctx, size_t i);
 
 /* ---- Sampling ----------------------------------------------------------- */

@@ -179,6 +179,84 @@ static void check_batch_equivalence(void) {
     nuri_model_free(m);
 }
 
+/* Several sequences in one context, evaluated together (as a server's slots
+ * are): prompts of different lengths in one interleaved batch, split into
+ * small chunks, then one token per sequence per step. Each must follow its
+ * own golden greedy continuation exactly. */
+static void check_multi_sequence(void) {
+    nuri_model *m = load("models/aidreams260K.gguf", false);
+    if (!m) return;
+    size_t len;
+    char *text = test_read_file(test_shared_path("golden/aidreams260K.golden.json"), &len);
+    json_error_t jerr;
+    json_t *root = json_loads(text, 0, &jerr);
+    free(text);
+    json_t *cases = json_object_get(root, "cases");
+    enum { S = 4 };
+    size_t pick[S] = {1, 2, 4, 5};
+    nuri_context_params cp = nuri_context_default_params();
+    cp.n_seq = S;
+    cp.n_batch = 5;
+    nuri_context *ctx;
+    nuri_error err;
+    CHECK(nuri_context_create(m, &cp, &ctx, &err) == NURI_OK, "context");
+    CHECK(nuri_context_n_seq(ctx) == S, "n_seq");
+    /* Interleave the prompts token by token: seq 0 tok 0, seq 1 tok 0, ... */
+    nuri_token toks[512];
+    int32_t seqs[512];
+    bool want[512];
+    int last_entry[S] = {0};
+    size_t n = 0;
+    for (size_t k = 0; k < 64; k++) {
+        for (int s = 0; s < S; s++) {
+            json_t *p = json_object_get(json_array_get(cases, pick[s]), "prompt_ids");
+            if (k >= json_array_size(p)) continue;
+            toks[n] = (nuri_token)json_integer_value(json_array_get(p, k));
+            seqs[n] = s;
+            want[n] = false;
+            last_entry[s] = (int)n++;
+        }
+    }
+    for (int s = 0; s < S; s++) want[last_entry[s]] = true;
+    nuri_batch b = {n, toks, seqs, NULL, want};
+    CHECK(nuri_decode(ctx, &b, &err) == NURI_OK, "decode prompts: %s", err.message);
+    nuri_sampler *greedy = nuri_sampler_create(NULL);
+    int n_vocab = nuri_model_n_vocab(m);
+    int wrong = 0;
+    for (int step = 0; step < 32; step++) {
+        nuri_token next[S];
+        int32_t seq_ids[S] = {0, 1, 2, 3};
+        for (int s = 0; s < S; s++) {
+            const float *lg = nuri_logits_ith(ctx, step == 0 ? (size_t)last_entry[s] : (size_t)s);
+            next[s] = lg ? nuri_sampler_sample(greedy, lg, n_vocab) : -1;
+            json_t *g = json_object_get(json_array_get(cases, pick[s]), "generated_ids");
+            wrong += next[s] != (nuri_token)json_integer_value(json_array_get(g, (size_t)step));
+        }
+        nuri_batch step_batch = {S, next, seq_ids, NULL, (const bool[S]){true, true, true, true}};
+        if (nuri_decode(ctx, &step_batch, &err) != NURI_OK) {
+            CHECK(0, "decode step %d: %s", step, err.message);
+            break;
+        }
+    }
+    CHECK(wrong == 0, "%d of %d tokens differ from the goldens when sequences share batches", wrong, 32 * S);
+    for (int s = 0; s < S; s++) {
+        size_t plen = json_array_size(json_object_get(json_array_get(cases, pick[s]), "prompt_ids"));
+        CHECK(nuri_context_seq_n_past(ctx, s) == (int32_t)plen + 32, "seq %d length", s);
+    }
+    /* Bad sequence ids and positions are refused without changing anything. */
+    int32_t bad_seq = S, bad_pos = 3;
+    nuri_token t = 5;
+    nuri_batch bad1 = {1, &t, &bad_seq, NULL, NULL}, bad2 = {1, &t, NULL, &bad_pos, NULL};
+    CHECK(nuri_decode(ctx, &bad1, &err) == NURI_ERR_INVALID_ARG, "sequence out of range");
+    CHECK(nuri_decode(ctx, &bad2, &err) == NURI_ERR_INVALID_ARG, "position not continuing");
+    nuri_context_seq_truncate(ctx, 2, 0);
+    CHECK(nuri_context_seq_n_past(ctx, 2) == 0 && nuri_context_seq_n_past(ctx, 1) > 0, "truncate one sequence");
+    nuri_sampler_free(greedy);
+    nuri_context_free(ctx);
+    json_decref(root);
+    nuri_model_free(m);
+}
+
 /* A full context is refused with NURI_ERR_CONTEXT_FULL and changes nothing. */
 static void check_context_full(void) {
     nuri_model *m = load("models/aidreams260K.gguf", false);
@@ -219,6 +297,7 @@ int main(void) {
         check_golden(model, false, golden, 2, 1e-4, i == 0);
     }
     check_batch_equivalence();
+    check_multi_sequence();
     check_context_full();
     return test_finish();
 }

@@ -1,9 +1,11 @@
 /* forward.c — contexts (KV cache + scratch) and the Llama forward pass.
  *
- * nuri_eval takes a batch of tokens at consecutive positions; every step
- * below works on the whole batch at once (n rows of activations), so the
- * matrix products reuse each weight row across the batch, and attention is
- * causal within the batch because token t only looks at positions <= its own. */
+ * nuri_decode takes a batch of tokens, each with its sequence and position;
+ * every step below works on the whole batch at once (n rows of activations),
+ * so the matrix products reuse each weight row across the batch. All keys and
+ * values of a batch are stored before attention runs, and a token only looks
+ * at its own sequence's positions up to its own, so attention is causal
+ * within the batch and sequences never see each other. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,10 +17,11 @@
 
 struct nuri_context {
     const nuri_model *model;
-    int32_t n_ctx, n_batch, n_past;
+    int32_t n_ctx, n_batch, n_seq;
+    int32_t *n_past;          /* per sequence */
     nuri_pool *pool;
     int32_t kv_dim;
-    float *k_cache, *v_cache; /* [n_layer][n_ctx][kv_dim] */
+    float *k_cache, *v_cache; /* [n_layer][n_seq][n_ctx][kv_dim] */
     float *rope_freqs;        /* n_rot/2 angular frequencies per position */
 
     /* Scratch for up to n_batch tokens. */
@@ -33,14 +36,21 @@ struct nuri_context {
     void *xq;       /* activations converted to a weight's vec_dot_type */
     size_t xq_row_cap;
 
+    /* The batch being evaluated (one chunk of at most n_batch entries). */
+    const int32_t *seq, *pos;
+
     float *logits;  /* n_logits rows of n_vocab */
     size_t n_logits, logits_cap_rows;
+    int32_t *logits_row; /* per entry of the last call: its row, or -1 */
+    size_t n_entries, entries_cap;
+    int32_t *seq_buf, *pos_buf; /* resolved sequences and positions of a call */
+    size_t last_row;     /* row nuri_logits returns */
 };
 
 /* ---- Contexts ----------------------------------------------------------------- */
 
 nuri_context_params nuri_context_default_params(void) {
-    nuri_context_params p = {0, 512, 0};
+    nuri_context_params p = {0, 512, 0, 1};
     return p;
 }
 
@@ -61,6 +71,10 @@ void nuri_context_free(nuri_context *c) {
     free(c->scores);
     free(c->xq);
     free(c->logits);
+    free(c->logits_row);
+    free(c->seq_buf);
+    free(c->pos_buf);
+    free(c->n_past);
     free(c);
 }
 
@@ -76,8 +90,11 @@ nuri_status nuri_context_create(const nuri_model *m, const nuri_context_params *
     *out = NULL;
     nuri_context_params p = params ? *params : nuri_context_default_params();
     const nuri_hparams *hp = &m->hp;
-    if (p.n_ctx < 0 || p.n_batch < 0 || p.n_threads < 0)
+    if (p.n_ctx < 0 || p.n_batch < 0 || p.n_threads < 0 || p.n_seq < 0)
         return nuri_fail(err, NURI_ERR_INVALID_ARG, "context sizes must not be negative");
+    if (p.n_seq == 0) p.n_seq = 1;
+    if (p.n_seq > 4096)
+        return nuri_fail(err, NURI_ERR_INVALID_ARG, "%d sequences are too many", p.n_seq);
     if (p.n_ctx == 0) p.n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
     if (p.n_batch == 0) p.n_batch = 512;
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
@@ -91,6 +108,8 @@ nuri_status nuri_context_create(const nuri_model *m, const nuri_context_params *
     c->model = m;
     c->n_ctx = p.n_ctx;
     c->n_batch = p.n_batch;
+    c->n_seq = p.n_seq;
+    c->n_past = nuri_calloc_array((size_t)p.n_seq, sizeof *c->n_past);
     c->kv_dim = hp->n_head_kv * hp->head_dim;
     size_t q_dim = (size_t)hp->n_head * hp->head_dim;
     size_t nb = (size_t)p.n_batch;
@@ -98,7 +117,9 @@ nuri_status nuri_context_create(const nuri_model *m, const nuri_context_params *
     if (q_dim > widest) widest = q_dim;
     if ((size_t)hp->n_ff > widest) widest = (size_t)hp->n_ff;
     c->pool = nuri_pool_create(p.n_threads);
-    size_t cache_rows = (size_t)hp->n_layer * (size_t)p.n_ctx;
+    size_t cache_rows;
+    if (__builtin_mul_overflow((size_t)hp->n_layer * (size_t)p.n_seq, (size_t)p.n_ctx, &cache_rows))
+        cache_rows = SIZE_MAX;
     c->k_cache = alloc_floats(cache_rows, (size_t)c->kv_dim);
     c->v_cache = alloc_floats(cache_rows, (size_t)c->kv_dim);
     c->rope_freqs = alloc_floats((size_t)hp->n_rot / 2, 1);
@@ -114,7 +135,7 @@ nuri_status nuri_context_create(const nuri_model *m, const nuri_context_params *
     /* Any activation type takes at most 4 bytes per element plus block headers. */
     c->xq_row_cap = widest * 4 + 64;
     c->xq = nuri_malloc_array(nb, c->xq_row_cap);
-    if (!c->pool || !c->k_cache || !c->v_cache || !c->rope_freqs || !c->x || !c->xb || !c->q ||
+    if (!c->n_past || !c->pool || !c->k_cache || !c->v_cache || !c->rope_freqs || !c->x || !c->xb || !c->q ||
         !c->k || !c->v || !c->att || !c->gate || !c->up || !c->scores || !c->xq) {
         nuri_context_free(c);
         return nuri_fail(err, NURI_ERR_NOMEM, "out of memory creating a context of %d positions",
@@ -130,21 +151,34 @@ nuri_status nuri_context_create(const nuri_model *m, const nuri_context_params *
 }
 
 int32_t nuri_context_n_ctx(const nuri_context *c) { return c->n_ctx; }
-int32_t nuri_context_n_past(const nuri_context *c) { return c->n_past; }
+int32_t nuri_context_n_seq(const nuri_context *c) { return c->n_seq; }
+int32_t nuri_context_n_past(const nuri_context *c) { return c->n_past[0]; }
 
-void nuri_context_truncate(nuri_context *c, int32_t n_past) {
-    if (n_past < 0) n_past = 0;
-    if (n_past < c->n_past) c->n_past = n_past;
+int32_t nuri_context_seq_n_past(const nuri_context *c, int32_t seq) {
+    return seq >= 0 && seq < c->n_seq ? c->n_past[seq] : 0;
 }
+
+void nuri_context_seq_truncate(nuri_context *c, int32_t seq, int32_t n_past) {
+    if (seq < 0 || seq >= c->n_seq) return;
+    if (n_past < 0) n_past = 0;
+    if (n_past < c->n_past[seq]) c->n_past[seq] = n_past;
+}
+
+void nuri_context_truncate(nuri_context *c, int32_t n_past) { nuri_context_seq_truncate(c, 0, n_past); }
 
 const float *nuri_logits(const nuri_context *c) {
     if (c->n_logits == 0) return NULL;
-    return c->logits + (c->n_logits - 1) * (size_t)c->model->hp.n_vocab;
+    return c->logits + c->last_row * (size_t)c->model->hp.n_vocab;
 }
 
 const float *nuri_logits_ith(const nuri_context *c, size_t i) {
-    if (i >= c->n_logits) return NULL;
-    return c->logits + i * (size_t)c->model->hp.n_vocab;
+    if (i >= c->n_entries || c->logits_row[i] < 0) return NULL;
+    return c->logits + (size_t)c->logits_row[i] * (size_t)c->model->hp.n_vocab;
+}
+
+/* The start of sequence seq's keys (or values) in layer l. */
+static float *cache_at(const nuri_context *c, float *cache, int l, int32_t seq) {
+    return cache + ((size_t)l * c->n_seq + (size_t)seq) * c->n_ctx * c->kv_dim;
 }
 
 /* ---- Matrix products ---------------------------------------------------------- */
@@ -222,7 +256,7 @@ static void rope(const nuri_context *c, float *vec, int n_heads, int pos) {
 
 typedef struct {
     nuri_context *c;
-    int layer, n, pos0;
+    int layer, n;
 } attention_job;
 
 /* Each (token, head) pair is independent: threads take them round-robin. */
@@ -232,13 +266,13 @@ static void attention_worker(void *arg, int ith, int nth) {
     const nuri_hparams *hp = &c->model->hp;
     int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
     size_t q_dim = (size_t)hp->n_head * hd;
-    const float *kc = c->k_cache + (size_t)j->layer * c->n_ctx * c->kv_dim;
-    const float *vc = c->v_cache + (size_t)j->layer * c->n_ctx * c->kv_dim;
     float *scores = c->scores + (size_t)ith * c->n_ctx;
     float inv_sqrt = 1.0f / sqrtf((float)hd);
     for (int task = ith; task < j->n * hp->n_head; task += nth) {
         int t = task / hp->n_head, h = task % hp->n_head;
-        int pos = j->pos0 + t;
+        int pos = c->pos[t];
+        const float *kc = cache_at(c, c->k_cache, j->layer, c->seq[t]);
+        const float *vc = cache_at(c, c->v_cache, j->layer, c->seq[t]);
         const float *q = c->q + (size_t)t * q_dim + (size_t)h * hd;
         size_t kv_off = (size_t)(h / group) * hd;
         float max = -INFINITY;
@@ -267,10 +301,11 @@ static void attention_worker(void *arg, int ith, int nth) {
 
 /* ---- The forward pass --------------------------------------------------------------- */
 
-/* Runs n <= n_batch tokens at positions pos0.. and writes logits for the
- * last token, or for all of them, to logits_out (NULL: no logits). */
-static void forward_batch(nuri_context *c, const nuri_token *tokens, int n, int pos0,
-                          bool all_logits, float *logits_out) {
+/* Runs n <= n_batch entries whose sequences and positions are c->seq and
+ * c->pos, and writes the logits of the n_out entries listed in out_rows to
+ * logits_out, in that order. */
+static void forward_batch(nuri_context *c, const nuri_token *tokens, int n, const int *out_rows,
+                          int n_out, float *logits_out) {
     const nuri_model *m = c->model;
     const nuri_hparams *hp = &m->hp;
     int d = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kvd = c->kv_dim, ff = hp->n_ff;
@@ -286,15 +321,14 @@ static void forward_batch(nuri_context *c, const nuri_token *tokens, int n, int 
         matmul(c, &L->wq, c->xb, n, c->q, L->bq);
         matmul(c, &L->wk, c->xb, n, c->k, L->bk);
         matmul(c, &L->wv, c->xb, n, c->v, L->bv);
-        float *kc = c->k_cache + (size_t)l * c->n_ctx * kvd;
-        float *vc = c->v_cache + (size_t)l * c->n_ctx * kvd;
         for (int t = 0; t < n; t++) {
-            rope(c, c->q + (size_t)t * q_dim, hp->n_head, pos0 + t);
-            rope(c, c->k + (size_t)t * kvd, hp->n_head_kv, pos0 + t);
-            memcpy(kc + (size_t)(pos0 + t) * kvd, c->k + (size_t)t * kvd, (size_t)kvd * sizeof(float));
-            memcpy(vc + (size_t)(pos0 + t) * kvd, c->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+            rope(c, c->q + (size_t)t * q_dim, hp->n_head, c->pos[t]);
+            rope(c, c->k + (size_t)t * kvd, hp->n_head_kv, c->pos[t]);
+            float *kc = cache_at(c, c->k_cache, l, c->seq[t]), *vc = cache_at(c, c->v_cache, l, c->seq[t]);
+            memcpy(kc + (size_t)c->pos[t] * kvd, c->k + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+            memcpy(vc + (size_t)c->pos[t] * kvd, c->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
         }
-        attention_job aj = {c, l, n, pos0};
+        attention_job aj = {c, l, n};
         nuri_pool_run(c->pool, attention_worker, &aj);
         matmul(c, &L->wo, c->att, n, c->xb, NULL);
         for (size_t i = 0; i < (size_t)n * d; i++) c->x[i] += c->xb[i];
@@ -311,49 +345,127 @@ static void forward_batch(nuri_context *c, const nuri_token *tokens, int n, int 
         for (size_t i = 0; i < (size_t)n * d; i++) c->x[i] += c->xb[i];
     }
 
-    if (!logits_out) return;
-    int first = all_logits ? 0 : n - 1;
-    for (int t = first; t < n; t++)
-        rmsnorm(c->xb + (size_t)(t - first) * d, c->x + (size_t)t * d, m->output_norm, d, hp->rms_eps);
-    matmul(c, &m->output, c->xb, n - first, logits_out, NULL);
+    if (n_out == 0) return;
+    for (int r = 0; r < n_out; r++)
+        rmsnorm(c->xb + (size_t)r * d, c->x + (size_t)out_rows[r] * d, m->output_norm, d, hp->rms_eps);
+    matmul(c, &m->output, c->xb, n_out, logits_out, NULL);
+}
+
+/* Grows the per-call arrays to hold n entries. */
+static bool reserve_entries(nuri_context *c, size_t n) {
+    if (n <= c->entries_cap) return true;
+    int32_t *rows = nuri_malloc_array(n, sizeof *rows), *seq = nuri_malloc_array(n, sizeof *seq),
+            *pos = nuri_malloc_array(n, sizeof *pos);
+    if (!rows || !seq || !pos) {
+        free(rows);
+        free(seq);
+        free(pos);
+        return false;
+    }
+    free(c->logits_row);
+    free(c->seq_buf);
+    free(c->pos_buf);
+    c->logits_row = rows;
+    c->seq_buf = seq;
+    c->pos_buf = pos;
+    c->entries_cap = n;
+    return true;
+}
+
+nuri_status nuri_decode(nuri_context *c, const nuri_batch *b, nuri_error *err) {
+    if (!c || !b || (!b->tokens && b->n))
+        return nuri_fail(err, NURI_ERR_INVALID_ARG, "nuri_decode: NULL argument");
+    size_t n = b->n;
+    if (n == 0) return nuri_fail(err, NURI_ERR_INVALID_ARG, "nuri_decode: empty batch");
+    const nuri_hparams *hp = &c->model->hp;
+    if (!reserve_entries(c, n)) return nuri_fail(err, NURI_ERR_NOMEM, "out of memory for a batch of %zu", n);
+
+    /* Validate everything and resolve positions before touching the cache;
+     * next[] is each sequence's length as the batch extends it. */
+    int32_t *next = nuri_malloc_array((size_t)c->n_seq, sizeof *next);
+    if (!next) return nuri_fail(err, NURI_ERR_NOMEM, "out of memory");
+    memcpy(next, c->n_past, sizeof *next * (size_t)c->n_seq);
+    size_t n_out = 0;
+    nuri_status st = NURI_OK;
+    for (size_t i = 0; i < n && st == NURI_OK; i++) {
+        int32_t seq = b->seq_ids ? b->seq_ids[i] : 0;
+        if (b->tokens[i] < 0 || b->tokens[i] >= hp->n_vocab)
+            st = nuri_fail(err, NURI_ERR_INVALID_ARG, "token %d at batch index %zu is out of range",
+                           b->tokens[i], i);
+        else if (seq < 0 || seq >= c->n_seq)
+            st = nuri_fail(err, NURI_ERR_INVALID_ARG, "sequence %d at batch index %zu is out of range "
+                           "(the context has %d)", seq, i, c->n_seq);
+        else if (b->positions && b->positions[i] != next[seq])
+            st = nuri_fail(err, NURI_ERR_INVALID_ARG,
+                           "position %d at batch index %zu does not continue sequence %d (expected %d)",
+                           b->positions[i], i, seq, next[seq]);
+        else if (next[seq] >= c->n_ctx)
+            st = nuri_fail(err, NURI_ERR_CONTEXT_FULL,
+                           "context full: sequence %d has no room after %d of %d positions", seq,
+                           c->n_past[seq], c->n_ctx);
+        if (st) break;
+        c->seq_buf[i] = seq;
+        c->pos_buf[i] = next[seq]++;
+        bool want = b->logits ? b->logits[i] : i + 1 == n;
+        c->logits_row[i] = want ? (int32_t)n_out++ : -1;
+    }
+    if (st) {
+        free(next);
+        c->n_entries = 0;
+        c->n_logits = 0;
+        return st;
+    }
+    if (n_out > c->logits_cap_rows) {
+        float *nl = alloc_floats(n_out, (size_t)hp->n_vocab);
+        if (!nl) {
+            free(next);
+            return nuri_fail(err, NURI_ERR_NOMEM, "out of memory for %zu rows of logits", n_out);
+        }
+        free(c->logits);
+        c->logits = nl;
+        c->logits_cap_rows = n_out;
+    }
+
+    int *out_rows = nuri_malloc_array((size_t)c->n_batch, sizeof *out_rows);
+    if (!out_rows) {
+        free(next);
+        return nuri_fail(err, NURI_ERR_NOMEM, "out of memory");
+    }
+    for (size_t done = 0; done < n;) {
+        size_t chunk = n - done < (size_t)c->n_batch ? n - done : (size_t)c->n_batch;
+        int n_chunk_out = 0;
+        int32_t first_row = -1;
+        for (size_t i = 0; i < chunk; i++) {
+            if (c->logits_row[done + i] < 0) continue;
+            if (first_row < 0) first_row = c->logits_row[done + i];
+            out_rows[n_chunk_out++] = (int)i;
+        }
+        c->seq = c->seq_buf + done;
+        c->pos = c->pos_buf + done;
+        float *dst = first_row >= 0 ? c->logits + (size_t)first_row * hp->n_vocab : NULL;
+        forward_batch(c, b->tokens + done, (int)chunk, out_rows, n_chunk_out, dst);
+        done += chunk;
+    }
+    free(out_rows);
+    memcpy(c->n_past, next, sizeof *next * (size_t)c->n_seq);
+    free(next);
+    c->n_entries = n;
+    c->n_logits = n_out;
+    c->last_row = n_out ? n_out - 1 : 0;
+    return NURI_OK;
 }
 
 nuri_status nuri_eval(nuri_context *c, const nuri_token *tokens, const int32_t *positions, size_t n,
                       bool all_logits, nuri_error *err) {
-    if (!c || (!tokens && n)) return nuri_fail(err, NURI_ERR_INVALID_ARG, "nuri_eval: NULL argument");
-    if (n == 0) return nuri_fail(err, NURI_ERR_INVALID_ARG, "nuri_eval: empty batch");
-    const nuri_hparams *hp = &c->model->hp;
-    if (n > (size_t)(c->n_ctx - c->n_past))
-        return nuri_fail(err, NURI_ERR_CONTEXT_FULL,
-                         "context full: %zu tokens do not fit after %d of %d positions", n, c->n_past,
-                         c->n_ctx);
-    for (size_t i = 0; i < n; i++) {
-        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
-            return nuri_fail(err, NURI_ERR_INVALID_ARG, "token %d at batch index %zu is out of range",
-                             tokens[i], i);
-        if (positions && positions[i] != c->n_past + (int32_t)i)
-            return nuri_fail(err, NURI_ERR_INVALID_ARG,
-                             "position %d at batch index %zu does not continue the cache (expected %d)",
-                             positions[i], i, c->n_past + (int32_t)i);
+    if (!c) return nuri_fail(err, NURI_ERR_INVALID_ARG, "nuri_eval: NULL context");
+    bool *want = NULL;
+    if (all_logits && n) {
+        want = nuri_malloc_array(n, sizeof *want);
+        if (!want) return nuri_fail(err, NURI_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < n; i++) want[i] = true;
     }
-    size_t rows = all_logits ? n : 1;
-    if (rows > c->logits_cap_rows) {
-        float *nl = alloc_floats(rows, (size_t)hp->n_vocab);
-        if (!nl) return nuri_fail(err, NURI_ERR_NOMEM, "out of memory for %zu rows of logits", rows);
-        free(c->logits);
-        c->logits = nl;
-        c->logits_cap_rows = rows;
-    }
-    for (size_t done = 0; done < n;) {
-        size_t chunk = n - done < (size_t)c->n_batch ? n - done : (size_t)c->n_batch;
-        bool last = done + chunk == n;
-        float *dst = NULL;
-        if (all_logits) dst = c->logits + done * (size_t)hp->n_vocab;
-        else if (last) dst = c->logits;
-        forward_batch(c, tokens + done, (int)chunk, c->n_past, all_logits, dst);
-        c->n_past += (int32_t)chunk;
-        done += chunk;
-    }
-    c->n_logits = rows;
-    return NURI_OK;
+    nuri_batch b = {n, tokens, NULL, positions, want};
+    nuri_status st = nuri_decode(c, &b, err);
+    free(want);
+    return st;
 }
