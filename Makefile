@@ -24,7 +24,7 @@ CFLAGS_ALL := -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
 LDLIBS_ALL := $(LDSAN) -pthread -lm $(LDFLAGS)
 
 LIB_SRC := $(sort $(wildcard src/core/*.c src/gguf/*.c src/quant/*.c src/model/*.c \
-                             src/tokenizer/*.c src/sample/*.c))
+                             src/tokenizer/*.c src/sample/*.c src/kernels/*.c))
 # Front ends (chat templates, server, command line) may use Debian libraries;
 # libnuri itself needs only libc, libm and pthreads.
 FRONT_SRC := $(sort $(wildcard src/chat/*.c src/server/*.c))
@@ -49,7 +49,15 @@ lib: $(OUT)/libnuri.a
 
 $(OUT)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(ISA_FLAGS) -c $< -o $@
+
+# Only the ISA-specific kernel files get ISA flags; they run only on CPUs
+# that have those instructions (src/kernels/dispatch.c decides).
+ifneq ($(filter x86_64 amd64,$(shell $(CC) -dumpmachine | cut -d- -f1)),)
+$(OUT)/obj/src/kernels/kernels_avx2.o: ISA_FLAGS := -mavx2 -mfma -mf16c
+$(OUT)/obj/src/kernels/kernels_avx512.o: ISA_FLAGS := -mavx2 -mfma -mf16c -mavx512f -mavx512bw \
+    -mavx512vl -mavx512dq -mavx512vnni
+endif
 
 $(OUT)/libnuri.a: $(LIB_OBJ)
 	@rm -f $@

@@ -1,22 +1,42 @@
-/* threadpool.c — fork-join workers on a mutex and two condition variables.
- * Workers wait for a new generation number, run the job, and the last one
- * to finish wakes the caller. */
+/* threadpool.c — fork-join workers that spin briefly, then sleep.
+ *
+ * A job is published by bumping `generation`; workers spin on it for a short
+ * while (the next op of a forward pass usually follows within microseconds,
+ * and waking a sleeping thread costs far more), then block on a condition
+ * variable. The caller runs its share and spins until every worker has
+ * counted itself done. */
 #include "core/threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* About 50-100 us of spinning before a worker goes to sleep. */
+#define SPIN_ROUNDS 20000
+
 struct nuri_pool {
     int n_threads;
+    int spin_rounds; /* 0 when threads outnumber CPUs: spinning would starve them */
     pthread_t *threads;
+    _Atomic unsigned generation;
+    _Atomic int n_done;
+    _Atomic int n_sleeping;
+    _Atomic int stop;
     pthread_mutex_t mu;
-    pthread_cond_t work_ready, work_done;
-    unsigned long generation;
-    int n_running;
-    int stop;
+    pthread_cond_t wake;
     nuri_pool_fn fn;
     void *arg;
 };
@@ -28,23 +48,33 @@ typedef struct {
 
 static worker_arg *worker_args_of(nuri_pool *p) { return (worker_arg *)(p->threads + p->n_threads); }
 
+/* Waits until the generation differs from seen (or stop); returns it. */
+static unsigned wait_for_job(nuri_pool *p, unsigned seen) {
+    for (int i = 0; i < p->spin_rounds; i++) {
+        unsigned g = atomic_load_explicit(&p->generation, memory_order_acquire);
+        if (g != seen || atomic_load_explicit(&p->stop, memory_order_relaxed)) return g;
+        CPU_RELAX();
+    }
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->n_sleeping, 1);
+    unsigned g;
+    while ((g = atomic_load(&p->generation)) == seen && !atomic_load(&p->stop))
+        pthread_cond_wait(&p->wake, &p->mu);
+    atomic_fetch_sub(&p->n_sleeping, 1);
+    pthread_mutex_unlock(&p->mu);
+    return g;
+}
+
 static void *worker_main(void *raw) {
     worker_arg *wa = raw;
     nuri_pool *p = wa->pool;
-    unsigned long seen = 0;
-    pthread_mutex_lock(&p->mu);
+    unsigned seen = 0;
     for (;;) {
-        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->work_ready, &p->mu);
-        if (p->stop) break;
-        seen = p->generation;
-        nuri_pool_fn fn = p->fn;
-        void *arg = p->arg;
-        pthread_mutex_unlock(&p->mu);
-        fn(arg, wa->ith, p->n_threads);
-        pthread_mutex_lock(&p->mu);
-        if (--p->n_running == 0) pthread_cond_signal(&p->work_done);
+        seen = wait_for_job(p, seen);
+        if (atomic_load(&p->stop)) break;
+        p->fn(p->arg, wa->ith, p->n_threads);
+        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -53,6 +83,8 @@ nuri_pool *nuri_pool_create(int n_threads) {
     nuri_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n_threads = n_threads;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    p->spin_rounds = online > 0 && n_threads > online ? 0 : SPIN_ROUNDS;
     /* one block: thread handles, then worker arguments */
     p->threads = calloc((size_t)n_threads, sizeof(pthread_t) + sizeof(worker_arg));
     if (!p->threads) {
@@ -60,8 +92,7 @@ nuri_pool *nuri_pool_create(int n_threads) {
         return NULL;
     }
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->work_ready, NULL);
-    pthread_cond_init(&p->work_done, NULL);
+    pthread_cond_init(&p->wake, NULL);
     for (int i = 1; i < n_threads; i++) {
         worker_arg *wa = &worker_args_of(p)[i];
         wa->pool = p;
@@ -77,13 +108,12 @@ nuri_pool *nuri_pool_create(int n_threads) {
 void nuri_pool_free(nuri_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    p->stop = 1;
-    pthread_cond_broadcast(&p->work_ready);
+    atomic_store(&p->stop, 1);
+    pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n_threads; i++) pthread_join(p->threads[i], NULL);
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->work_ready);
-    pthread_cond_destroy(&p->work_done);
+    pthread_cond_destroy(&p->wake);
     free(p->threads);
     free(p);
 }
@@ -95,17 +125,21 @@ void nuri_pool_run(nuri_pool *p, nuri_pool_fn fn, void *arg) {
         fn(arg, 0, 1);
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->arg = arg;
-    p->n_running = p->n_threads - 1;
-    p->generation++;
-    pthread_cond_broadcast(&p->work_ready);
-    pthread_mutex_unlock(&p->mu);
+    atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
+    atomic_fetch_add(&p->generation, 1); /* seq_cst: ordered before the n_sleeping load */
+    if (atomic_load(&p->n_sleeping) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->mu);
+    }
     fn(arg, 0, p->n_threads);
-    pthread_mutex_lock(&p->mu);
-    while (p->n_running > 0) pthread_cond_wait(&p->work_done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    for (unsigned spins = 0; atomic_load_explicit(&p->n_done, memory_order_acquire) < p->n_threads - 1;
+         spins++) {
+        CPU_RELAX();
+        if (spins > (unsigned)p->spin_rounds) sched_yield(); /* a worker is descheduled: let it run */
+    }
 }
 
 /* Counts distinct (physical id, core id) pairs in /proc/cpuinfo. */
