@@ -131,12 +131,18 @@ size_t nuri_detokenize_flush(nuri_detokenizer *state, char *out, size_t cap);
 
 /* ---- Contexts: the KV cache and the forward pass ----------------------- */
 
+typedef enum {
+    NURI_KV_F32 = 0, /* exact */
+    NURI_KV_F16 = 1, /* half the memory; keys and values rounded to half precision */
+} nuri_kv_type;
+
 typedef struct {
     int32_t n_ctx;     /* KV cache positions per sequence; 0: min(model context, 4096) */
     int32_t n_batch;   /* tokens the forward pass takes at once; 0: 512 */
     int32_t n_threads; /* 0: the number of physical cores */
     int32_t n_seq;     /* independent sequences (e.g. server slots), each with its own
                         * n_ctx positions; 0: 1 */
+    nuri_kv_type kv_type; /* default NURI_KV_F32 */
 } nuri_context_params;
 
 nuri_context_params nuri_context_default_params(void);

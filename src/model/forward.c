@@ -50,7 +50,7 @@ struct nuri_context {
 /* ---- Contexts ----------------------------------------------------------------- */
 
 nuri_context_params nuri_context_default_params(void) {
-    nuri_context_params p = {0, 512, 0, 1};
+    nuri_context_params p = {0, 512, 0, 1, NURI_KV_F32};
     return p;
 }
 
