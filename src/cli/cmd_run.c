@@ -28,6 +28,7 @@ static const char *run_usage =
     "  -c, --ctx-size N        context length (default: min(model's, 4096))\n"
     "  -b, --batch-size N      prompt batch size (default 512)\n"
     "  -t, --threads N         threads (default: physical cores)\n"
+    "      --kv-type f32|f16   KV cache element type (default f32; f16 halves its memory)\n"
     "      --echo              print the prompt before the generated text\n"
     "      --no-parse-special  treat special-token text in the prompt as plain text\n"
     "  -h, --help              this help\n";
@@ -39,6 +40,7 @@ int cmd_run(int argc, char **argv) {
            pres_pen = 0.0;
     long seed = -1;
     bool echo = false, parse_special = true;
+    const char *kv_type = "f32";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool ok = true;
@@ -62,6 +64,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) ok = cli_take_int(argc, argv, &i, 0, 1 << 24, &n_ctx);
         else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) ok = cli_take_int(argc, argv, &i, 1, 1 << 16, &n_batch);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) ok = cli_take_int(argc, argv, &i, 1, 512, &n_threads);
+        else if (!strcmp(a, "--kv-type")) ok = cli_take_str(argc, argv, &i, &kv_type);
         else if (!strcmp(a, "--echo")) echo = true;
         else if (!strcmp(a, "--no-parse-special")) parse_special = false;
         else return cli_error("run: unknown option '%s' (see nuri run --help)", a);
@@ -69,6 +72,8 @@ int cmd_run(int argc, char **argv) {
     }
     if (!model_path) return cli_error("run: no model given (-m FILE); see nuri run --help");
     if (prompt && prompt_file) return cli_error("run: give either -p or -f, not both");
+    if (strcmp(kv_type, "f32") && strcmp(kv_type, "f16"))
+        return cli_error("run: --kv-type must be f32 or f16, got '%s'", kv_type);
 
     char *file_text = NULL;
     size_t prompt_len = 0;
@@ -106,6 +111,7 @@ int cmd_run(int argc, char **argv) {
     cp.n_ctx = (int32_t)n_ctx;
     cp.n_batch = (int32_t)n_batch;
     cp.n_threads = (int32_t)n_threads;
+    cp.kv_type = strcmp(kv_type, "f16") ? NURI_KV_F32 : NURI_KV_F16;
     if (nuri_context_create(model, &cp, &ctx, &err) != NURI_OK) {
         cli_error("%s", err.message);
         goto done;

@@ -2,49 +2,67 @@
  *
  * nuri_decode takes a batch of tokens, each with its sequence and position;
  * every step below works on the whole batch at once (n rows of activations),
- * so the matrix products reuse each weight row across the batch. All keys and
- * values of a batch are stored before attention runs, and a token only looks
- * at its own sequence's positions up to its own, so attention is causal
- * within the batch and sequences never see each other. */
+ * so the matrix products reuse each weight block across the batch (the
+ * kernels' gemm). All keys and values of a batch are stored before attention
+ * runs, and a token only looks at its own sequence's positions up to its own,
+ * so attention is causal within the batch and sequences never see each other.
+ *
+ * Threads: every step is a job on the context's pool. Matrix products split
+ * the weight rows among threads at fixed 16-row boundaries, so each output
+ * element is computed by the same kernel call whatever the thread count, and
+ * greedy output does not depend on -t. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/threadpool.h"
 #include "core/util.h"
+#include "kernels/kernels.h"
 #include "model/model.h"
 #include "quant/quant.h"
+
+/* Tokens per attention task and per gemm call of a matrix product: small
+ * enough that their activations stay in cache next to a block of weights. */
+#define ATT_TOKENS 32
+#define GEMM_TOKENS 64
+#define GEMM_ROWS 64
+#define ROW_ALIGN 16
 
 struct nuri_context {
     const nuri_model *model;
     int32_t n_ctx, n_batch, n_seq;
-    int32_t *n_past;          /* per sequence */
+    int32_t *n_past; /* per sequence */
     nuri_pool *pool;
     int32_t kv_dim;
-    float *k_cache, *v_cache; /* [n_layer][n_seq][n_ctx][kv_dim] */
-    float *rope_freqs;        /* n_rot/2 angular frequencies per position */
+    uint32_t kv_type;   /* NURI_TYPE_F32 or NURI_TYPE_F16 */
+    size_t kv_elem;     /* bytes per cached element */
+    /* Keys: [layer][seq][pos][kv_dim]. Values transposed, so that attention's
+     * weighted sum is a matrix product over positions: [layer][seq][kv_dim][n_ctx]. */
+    void *k_cache, *v_cache;
+    float *rope_freqs; /* n_rot/2 angular frequencies per position */
 
     /* Scratch for up to n_batch tokens. */
-    float *x;       /* residual stream, n x n_embd */
-    float *xb;      /* normed input of a sub-layer, n x max(n_embd, q_dim) */
-    float *q;       /* n x q_dim */
-    float *k, *v;   /* n x kv_dim */
-    float *att;     /* attention output, n x q_dim */
-    float *gate;    /* n x n_ff */
-    float *up;      /* n x n_ff */
-    float *scores;  /* per thread: n_ctx */
-    void *xq;       /* activations converted to a weight's vec_dot_type */
+    float *x;      /* residual stream, n x n_embd */
+    float *xb;     /* normed input of a sub-layer, n x n_embd; also sub-layer outputs */
+    float *q;      /* n x q_dim */
+    float *k, *v;  /* n x kv_dim */
+    float *att;    /* attention output, n x q_dim */
+    float *gate;   /* n x n_ff */
+    float *up;     /* n x n_ff */
+    float *scores; /* per thread: ATT_TOKENS x n_ctx */
+    void *xq;      /* activations converted to a weight's vec_dot_type */
     size_t xq_row_cap;
 
     /* The batch being evaluated (one chunk of at most n_batch entries). */
     const int32_t *seq, *pos;
 
-    float *logits;  /* n_logits rows of n_vocab */
+    float *logits; /* n_logits rows of n_vocab */
     size_t n_logits, logits_cap_rows;
     int32_t *logits_row; /* per entry of the last call: its row, or -1 */
     size_t n_entries, entries_cap;
     int32_t *seq_buf, *pos_buf; /* resolved sequences and positions of a call */
-    size_t last_row;     /* row nuri_logits returns */
+    size_t last_row;            /* row nuri_logits returns */
 };
 
 /* ---- Contexts ----------------------------------------------------------------- */
@@ -92,6 +110,8 @@ nuri_status nuri_context_create(const nuri_model *m, const nuri_context_params *
     const nuri_hparams *hp = &m->hp;
     if (p.n_ctx < 0 || p.n_batch < 0 || p.n_threads < 0 || p.n_seq < 0)
         return nuri_fail(err, NURI_ERR_INVALID_ARG, "context sizes must not be negative");
+    if (p.kv_type != NURI_KV_F32 && p.kv_type != NURI_KV_F16)
+        return nuri_fail(err, NURI_ERR_INVALID_ARG, "unknown KV cache type %d", (int)p.kv_type);
     if (p.n_seq == 0) p.n_seq = 1;
     if (p.n_seq > 4096)
         return nuri_fail(err, NURI_ERR_INVALID_ARG, "%d sequences are too many", p.n_seq);
@@ -111,17 +131,20 @@ nuri_status nuri_context_create(const nuri_model *m, const nuri_context_params *
     c->n_seq = p.n_seq;
     c->n_past = nuri_calloc_array((size_t)p.n_seq, sizeof *c->n_past);
     c->kv_dim = hp->n_head_kv * hp->head_dim;
+    c->kv_type = p.kv_type == NURI_KV_F16 ? NURI_TYPE_F16 : NURI_TYPE_F32;
+    c->kv_elem = p.kv_type == NURI_KV_F16 ? 2 : 4;
     size_t q_dim = (size_t)hp->n_head * hp->head_dim;
     size_t nb = (size_t)p.n_batch;
     size_t widest = (size_t)hp->n_embd;
     if (q_dim > widest) widest = q_dim;
     if ((size_t)hp->n_ff > widest) widest = (size_t)hp->n_ff;
     c->pool = nuri_pool_create(p.n_threads);
-    size_t cache_rows;
-    if (__builtin_mul_overflow((size_t)hp->n_layer * (size_t)p.n_seq, (size_t)p.n_ctx, &cache_rows))
-        cache_rows = SIZE_MAX;
-    c->k_cache = alloc_floats(cache_rows, (size_t)c->kv_dim);
-    c->v_cache = alloc_floats(cache_rows, (size_t)c->kv_dim);
+    size_t cache_elems = SIZE_MAX;
+    size_t per_layer_seq = (size_t)p.n_ctx * (size_t)c->kv_dim;
+    if (!__builtin_mul_overflow((size_t)hp->n_layer * (size_t)p.n_seq, per_layer_seq, &cache_elems)) {
+        c->k_cache = nuri_calloc_array(cache_elems, c->kv_elem);
+        c->v_cache = nuri_calloc_array(cache_elems, c->kv_elem);
+    }
     c->rope_freqs = alloc_floats((size_t)hp->n_rot / 2, 1);
     c->x = alloc_floats(nb, (size_t)hp->n_embd);
     c->xb = alloc_floats(nb, widest);
@@ -131,12 +154,13 @@ nuri_status nuri_context_create(const nuri_model *m, const nuri_context_params *
     c->att = alloc_floats(nb, q_dim);
     c->gate = alloc_floats(nb, (size_t)hp->n_ff);
     c->up = alloc_floats(nb, (size_t)hp->n_ff);
-    c->scores = c->pool ? alloc_floats((size_t)nuri_pool_size(c->pool), (size_t)p.n_ctx) : NULL;
+    c->scores = c->pool ? alloc_floats((size_t)nuri_pool_size(c->pool) * ATT_TOKENS, (size_t)p.n_ctx)
+                        : NULL;
     /* Any activation type takes at most 4 bytes per element plus block headers. */
     c->xq_row_cap = widest * 4 + 64;
     c->xq = nuri_malloc_array(nb, c->xq_row_cap);
-    if (!c->n_past || !c->pool || !c->k_cache || !c->v_cache || !c->rope_freqs || !c->x || !c->xb || !c->q ||
-        !c->k || !c->v || !c->att || !c->gate || !c->up || !c->scores || !c->xq) {
+    if (!c->n_past || !c->pool || !c->k_cache || !c->v_cache || !c->rope_freqs || !c->x || !c->xb ||
+        !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up || !c->scores || !c->xq) {
         nuri_context_free(c);
         return nuri_fail(err, NURI_ERR_NOMEM, "out of memory creating a context of %d positions",
                          p.n_ctx);
@@ -176,18 +200,70 @@ const float *nuri_logits_ith(const nuri_context *c, size_t i) {
     return c->logits + (size_t)c->logits_row[i] * (size_t)c->model->hp.n_vocab;
 }
 
-/* The start of sequence seq's keys (or values) in layer l. */
-static float *cache_at(const nuri_context *c, float *cache, int l, int32_t seq) {
-    return cache + ((size_t)l * c->n_seq + (size_t)seq) * c->n_ctx * c->kv_dim;
+/* Keys of (layer, sequence): n_ctx rows of kv_dim elements. */
+static char *keys_at(const nuri_context *c, int l, int32_t seq) {
+    return (char *)c->k_cache + ((size_t)l * c->n_seq + (size_t)seq) * c->n_ctx * c->kv_dim * c->kv_elem;
+}
+
+/* Values of (layer, sequence), transposed: kv_dim rows of n_ctx elements. */
+static char *values_at(const nuri_context *c, int l, int32_t seq) {
+    return (char *)c->v_cache + ((size_t)l * c->n_seq + (size_t)seq) * c->n_ctx * c->kv_dim * c->kv_elem;
+}
+
+static void store_kv(const nuri_context *c, char *dst, float v) {
+    if (c->kv_elem == 2) {
+        uint16_t h = nuri_fp32_to_fp16(v);
+        memcpy(dst, &h, 2);
+    } else {
+        memcpy(dst, &v, 4);
+    }
 }
 
 /* ---- Matrix products ---------------------------------------------------------- */
 
+/* Activations ready for a weight type's kernels: n rows of row_bytes. */
+typedef struct {
+    const void *data;
+    size_t row_bytes;
+    uint32_t type; /* vec_dot_type they were converted to */
+    int n;
+} acts;
+
+typedef struct {
+    const float *x;
+    int n_cols;
+    nuri_from_float_fn quantize;
+    void *dst;
+    size_t row_bytes;
+    int n;
+} quantize_job;
+
+static void quantize_worker(void *arg, int ith, int nth) {
+    const quantize_job *j = arg;
+    for (int t = ith; t < j->n; t += nth)
+        j->quantize(j->x + (size_t)t * j->n_cols, (char *)j->dst + (size_t)t * j->row_bytes, j->n_cols);
+}
+
+/* Converts n rows of n_cols floats for the kernels of weight type wtype
+ * (into c->xq, overwriting earlier conversions). */
+static acts prepare_acts(nuri_context *c, uint32_t wtype, const float *x, int n, int n_cols) {
+    const nuri_kernel *k = nuri_kernels_for(wtype);
+    uint32_t act_type = nuri_type_get(wtype)->vec_dot_type;
+    acts a = {x, (size_t)n_cols * sizeof(float), NURI_TYPE_F32, n};
+    if (act_type == NURI_TYPE_F32) return a;
+    quantize_job j = {x, n_cols, k->quantize, c->xq, nuri_row_size(act_type, n_cols), n};
+    if (n >= 4) nuri_pool_run(c->pool, quantize_worker, &j);
+    else quantize_worker(&j, 0, 1);
+    a.data = c->xq;
+    a.row_bytes = j.row_bytes;
+    a.type = act_type;
+    return a;
+}
+
 typedef struct {
     const nuri_weight *w;
-    const void *xq; /* n rows of activations in w's vec_dot_type */
-    size_t xq_row_bytes;
-    int n;
+    const nuri_kernel *k;
+    acts a;
     float *y; /* n x w->n_rows */
     const float *bias;
 } matmul_job;
@@ -195,38 +271,30 @@ typedef struct {
 static void matmul_worker(void *arg, int ith, int nth) {
     const matmul_job *j = arg;
     const nuri_weight *w = j->w;
-    nuri_vec_dot_fn dot = nuri_type_get(w->type)->vec_dot;
-    int64_t per = (w->n_rows + nth - 1) / nth;
-    int64_t r0 = per * ith, r1 = r0 + per < w->n_rows ? r0 + per : w->n_rows;
-    for (int64_t r = r0; r < r1; r++) {
-        const void *row = (const char *)w->data + (size_t)r * w->row_bytes;
-        float b = j->bias ? j->bias[r] : 0.0f;
-        for (int t = 0; t < j->n; t++) {
-            float s;
-            dot(w->n_cols, &s, row, (const char *)j->xq + (size_t)t * j->xq_row_bytes);
-            j->y[(size_t)t * w->n_rows + r] = s + b;
+    int64_t n_chunks = (w->n_rows + ROW_ALIGN - 1) / ROW_ALIGN;
+    int64_t c0 = n_chunks * ith / nth, c1 = n_chunks * (ith + 1) / nth;
+    int64_t r0 = c0 * ROW_ALIGN, r1 = c1 * ROW_ALIGN < w->n_rows ? c1 * ROW_ALIGN : w->n_rows;
+    for (int64_t rb = r0; rb < r1; rb += GEMM_ROWS) {
+        int rows = (int)(r1 - rb < GEMM_ROWS ? r1 - rb : GEMM_ROWS);
+        for (int tb = 0; tb < j->a.n; tb += GEMM_TOKENS) {
+            int toks = j->a.n - tb < GEMM_TOKENS ? j->a.n - tb : GEMM_TOKENS;
+            j->k->gemm(w->n_cols, (const char *)w->data + (size_t)rb * w->row_bytes, w->row_bytes, rows,
+                       (const char *)j->a.data + (size_t)tb * j->a.row_bytes, j->a.row_bytes, toks,
+                       j->y + (size_t)tb * w->n_rows + rb, (size_t)w->n_rows);
         }
+        if (j->bias)
+            for (int t = 0; t < j->a.n; t++)
+                for (int r = 0; r < rows; r++) j->y[(size_t)t * w->n_rows + rb + r] += j->bias[rb + r];
     }
 }
 
-/* y[t] = W x[t] (+ bias) for t < n; x rows have w->n_cols floats, packed. */
-static void matmul(nuri_context *c, const nuri_weight *w, const float *x, int n, float *y,
-                   const float *bias) {
-    const nuri_type_traits *tt = nuri_type_get(w->type);
-    uint32_t act_type = tt->vec_dot_type;
-    matmul_job j = {w, x, (size_t)w->n_cols * sizeof(float), n, y, bias};
-    if (act_type != NURI_TYPE_F32) {
-        nuri_from_float_fn quantize = nuri_type_get(act_type)->from_float;
-        size_t row_bytes = nuri_row_size(act_type, w->n_cols);
-        for (int t = 0; t < n; t++)
-            quantize(x + (size_t)t * w->n_cols, (char *)c->xq + (size_t)t * row_bytes, w->n_cols);
-        j.xq = c->xq;
-        j.xq_row_bytes = row_bytes;
-    }
+/* y[t] = W x[t] (+ bias) for the prepared rows x[t]. */
+static void matmul(nuri_context *c, const nuri_weight *w, acts a, float *y, const float *bias) {
+    matmul_job j = {w, nuri_kernels_for(w->type), a, y, bias};
     nuri_pool_run(c->pool, matmul_worker, &j);
 }
 
-/* ---- Element-wise steps --------------------------------------------------------- */
+/* ---- Row-wise steps ---------------------------------------------------------------- */
 
 static void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
     double ss = 0.0;
@@ -238,13 +306,13 @@ static void rmsnorm(float *out, const float *x, const float *weight, int n, floa
 static void rope(const nuri_context *c, float *vec, int n_heads, int pos) {
     const nuri_hparams *hp = &c->model->hp;
     int half = hp->n_rot / 2;
+    bool norm = hp->rope_kind == NURI_ROPE_NORM;
     for (int i = 0; i < half; i++) {
         double theta = (double)pos * c->rope_freqs[i];
         float cs = (float)cos(theta), sn = (float)sin(theta);
+        int a = norm ? 2 * i : i, b = norm ? 2 * i + 1 : i + half;
         for (int h = 0; h < n_heads; h++) {
             float *v = vec + (size_t)h * hp->head_dim;
-            int a = hp->rope_kind == NURI_ROPE_NORM ? 2 * i : i;
-            int b = hp->rope_kind == NURI_ROPE_NORM ? 2 * i + 1 : i + half;
             float x0 = v[a], x1 = v[b];
             v[a] = x0 * cs - x1 * sn;
             v[b] = x0 * sn + x1 * cs;
@@ -252,103 +320,177 @@ static void rope(const nuri_context *c, float *vec, int n_heads, int pos) {
     }
 }
 
-/* ---- Attention -------------------------------------------------------------------- */
+typedef enum {
+    ROWS_NORM,        /* xb = norm(x) */
+    ROWS_ADD_NORM,    /* x += xb; xb = norm(x) (norm == NULL: only the add) */
+    ROWS_ROPE_STORE,  /* rotate q, k; append k, v to the cache */
+    ROWS_SWIGLU,      /* gate = silu(gate) * up */
+} rows_op;
 
 typedef struct {
     nuri_context *c;
+    rows_op op;
+    int n, layer;
+    const float *norm;
+} rows_job;
+
+static void rows_worker(void *arg, int ith, int nth) {
+    const rows_job *j = arg;
+    nuri_context *c = j->c;
+    const nuri_hparams *hp = &c->model->hp;
+    int d = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kvd = c->kv_dim, ff = hp->n_ff;
+    for (int t = ith; t < j->n; t += nth) {
+        float *x = c->x + (size_t)t * d, *xb = c->xb + (size_t)t * d;
+        switch (j->op) {
+        case ROWS_ADD_NORM:
+            for (int i = 0; i < d; i++) x[i] += xb[i];
+            if (!j->norm) break;
+            /* fall through */
+        case ROWS_NORM:
+            rmsnorm(xb, x, j->norm, d, hp->rms_eps);
+            break;
+        case ROWS_ROPE_STORE: {
+            float *k = c->k + (size_t)t * kvd, *v = c->v + (size_t)t * kvd;
+            rope(c, c->q + (size_t)t * q_dim, hp->n_head, c->pos[t]);
+            rope(c, k, hp->n_head_kv, c->pos[t]);
+            char *kc = keys_at(c, j->layer, c->seq[t]) + (size_t)c->pos[t] * kvd * c->kv_elem;
+            char *vc = values_at(c, j->layer, c->seq[t]) + (size_t)c->pos[t] * c->kv_elem;
+            for (int i = 0; i < kvd; i++) {
+                store_kv(c, kc + (size_t)i * c->kv_elem, k[i]);
+                store_kv(c, vc + (size_t)i * c->n_ctx * c->kv_elem, v[i]);
+            }
+            break;
+        }
+        case ROWS_SWIGLU: {
+            float *g = c->gate + (size_t)t * ff, *u = c->up + (size_t)t * ff;
+            for (int i = 0; i < ff; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+            break;
+        }
+        }
+    }
+}
+
+static void run_rows(nuri_context *c, rows_op op, int n, int layer, const float *norm) {
+    rows_job j = {c, op, n, layer, norm};
+    if (n >= 2) nuri_pool_run(c->pool, rows_worker, &j);
+    else rows_worker(&j, 0, 1);
+}
+
+/* ---- Attention -------------------------------------------------------------------- */
+
+/* A task is (run of consecutive entries of one sequence, head, block of up
+ * to ATT_TOKENS of those entries); threads take tasks from a shared counter
+ * since causal blocks differ in cost. */
+typedef struct {
+    nuri_context *c;
     int layer, n;
+    int n_blocks;       /* token blocks over all runs */
+    int *block_start;   /* first entry of each block */
+    int *block_len;
+    _Atomic int next_task;
 } attention_job;
 
-/* Each (token, head) pair is independent: threads take them round-robin. */
 static void attention_worker(void *arg, int ith, int nth) {
-    const attention_job *j = arg;
+    attention_job *j = arg;
+    (void)nth;
     nuri_context *c = j->c;
     const nuri_hparams *hp = &c->model->hp;
     int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
     size_t q_dim = (size_t)hp->n_head * hd;
-    float *scores = c->scores + (size_t)ith * c->n_ctx;
-    float inv_sqrt = 1.0f / sqrtf((float)hd);
-    for (int task = ith; task < j->n * hp->n_head; task += nth) {
-        int t = task / hp->n_head, h = task % hp->n_head;
-        int pos = c->pos[t];
-        const float *kc = cache_at(c, c->k_cache, j->layer, c->seq[t]);
-        const float *vc = cache_at(c, c->v_cache, j->layer, c->seq[t]);
-        const float *q = c->q + (size_t)t * q_dim + (size_t)h * hd;
+    float *scores = c->scores + (size_t)ith * ATT_TOKENS * c->n_ctx;
+    const nuri_kernel *kk = nuri_kernels_for(c->kv_type);
+    float scale = 1.0f / sqrtf((float)hd);
+    int n_tasks = j->n_blocks * hp->n_head;
+    for (int task; (task = atomic_fetch_add(&j->next_task, 1)) < n_tasks;) {
+        int b = task / hp->n_head, h = task % hp->n_head;
+        int t0 = j->block_start[b], nt = j->block_len[b];
+        int32_t seq = c->seq[t0];
+        int len = c->pos[t0 + nt - 1] + 1; /* positions the block's last token sees */
         size_t kv_off = (size_t)(h / group) * hd;
-        float max = -INFINITY;
-        for (int p = 0; p <= pos; p++) {
-            const float *k = kc + (size_t)p * c->kv_dim + kv_off;
-            float s = 0.0f;
-            for (int i = 0; i < hd; i++) s += q[i] * k[i];
-            s *= inv_sqrt;
-            scores[p] = s;
-            if (s > max) max = s;
+        /* scores[t][p] = k_p . q_t for every p < len */
+        const char *keys = keys_at(c, j->layer, seq) + kv_off * c->kv_elem;
+        kk->gemm(hd, keys, (size_t)c->kv_dim * c->kv_elem, len, c->q + (size_t)t0 * q_dim + (size_t)h * hd,
+                 q_dim * sizeof(float), nt, scores, (size_t)len);
+        for (int t = 0; t < nt; t++) {
+            float *s = scores + (size_t)t * len;
+            int seen = c->pos[t0 + t] + 1; /* causal: later positions get weight 0 */
+            float max = -INFINITY;
+            for (int p = 0; p < seen; p++) {
+                s[p] *= scale;
+                if (s[p] > max) max = s[p];
+            }
+            float sum = 0.0f;
+            for (int p = 0; p < seen; p++) {
+                s[p] = expf(s[p] - max);
+                sum += s[p];
+            }
+            float inv = 1.0f / sum;
+            for (int p = 0; p < seen; p++) s[p] *= inv;
+            for (int p = seen; p < len; p++) s[p] = 0.0f;
         }
-        float sum = 0.0f;
-        for (int p = 0; p <= pos; p++) {
-            scores[p] = expf(scores[p] - max);
-            sum += scores[p];
-        }
-        float *out = c->att + (size_t)t * q_dim + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p <= pos; p++) {
-            const float *v = vc + (size_t)p * c->kv_dim + kv_off;
-            float a = scores[p] / sum;
-            for (int i = 0; i < hd; i++) out[i] += a * v[i];
-        }
+        /* out[t][i] = sum_p s[t][p] v_p[i]: values are stored transposed, so
+         * this is again rows (one per output dimension) times tokens. */
+        const char *vt = values_at(c, j->layer, seq) + kv_off * c->n_ctx * c->kv_elem;
+        kk->gemm(len, vt, (size_t)c->n_ctx * c->kv_elem, hd, scores, (size_t)len * sizeof(float), nt,
+                 c->att + (size_t)t0 * q_dim + (size_t)h * hd, q_dim);
     }
+}
+
+static void attention(nuri_context *c, int layer, int n, int *block_start, int *block_len) {
+    attention_job j = {c, layer, n, 0, block_start, block_len, 0};
+    for (int t = 0; t < n;) {
+        int run = 1;
+        while (t + run < n && c->seq[t + run] == c->seq[t] && run < ATT_TOKENS) run++;
+        block_start[j.n_blocks] = t;
+        block_len[j.n_blocks++] = run;
+        t += run;
+    }
+    nuri_pool_run(c->pool, attention_worker, &j);
 }
 
 /* ---- The forward pass --------------------------------------------------------------- */
 
 /* Runs n <= n_batch entries whose sequences and positions are c->seq and
  * c->pos, and writes the logits of the n_out entries listed in out_rows to
- * logits_out, in that order. */
+ * logits_out, in that order. scratch holds 2 * n ints. */
 static void forward_batch(nuri_context *c, const nuri_token *tokens, int n, const int *out_rows,
-                          int n_out, float *logits_out) {
+                          int n_out, float *logits_out, int *scratch) {
     const nuri_model *m = c->model;
     const nuri_hparams *hp = &m->hp;
-    int d = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kvd = c->kv_dim, ff = hp->n_ff;
+    int d = hp->n_embd, q_dim = hp->n_head * hp->head_dim;
     const nuri_type_traits *et = nuri_type_get(m->tok_embd.type);
     for (int t = 0; t < n; t++)
         et->to_float((const char *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
                      c->x + (size_t)t * d, d);
 
+    run_rows(c, ROWS_NORM, n, 0, m->layers[0].attn_norm);
     for (int l = 0; l < hp->n_layer; l++) {
         const nuri_layer *L = &m->layers[l];
-        for (int t = 0; t < n; t++)
-            rmsnorm(c->xb + (size_t)t * d, c->x + (size_t)t * d, L->attn_norm, d, hp->rms_eps);
-        matmul(c, &L->wq, c->xb, n, c->q, L->bq);
-        matmul(c, &L->wk, c->xb, n, c->k, L->bk);
-        matmul(c, &L->wv, c->xb, n, c->v, L->bv);
-        for (int t = 0; t < n; t++) {
-            rope(c, c->q + (size_t)t * q_dim, hp->n_head, c->pos[t]);
-            rope(c, c->k + (size_t)t * kvd, hp->n_head_kv, c->pos[t]);
-            float *kc = cache_at(c, c->k_cache, l, c->seq[t]), *vc = cache_at(c, c->v_cache, l, c->seq[t]);
-            memcpy(kc + (size_t)c->pos[t] * kvd, c->k + (size_t)t * kvd, (size_t)kvd * sizeof(float));
-            memcpy(vc + (size_t)c->pos[t] * kvd, c->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
-        }
-        attention_job aj = {c, l, n};
-        nuri_pool_run(c->pool, attention_worker, &aj);
-        matmul(c, &L->wo, c->att, n, c->xb, NULL);
-        for (size_t i = 0; i < (size_t)n * d; i++) c->x[i] += c->xb[i];
+        acts a = prepare_acts(c, L->wq.type, c->xb, n, d);
+        matmul(c, &L->wq, a, c->q, L->bq);
+        if (nuri_type_get(L->wk.type)->vec_dot_type != a.type) a = prepare_acts(c, L->wk.type, c->xb, n, d);
+        matmul(c, &L->wk, a, c->k, L->bk);
+        if (nuri_type_get(L->wv.type)->vec_dot_type != a.type) a = prepare_acts(c, L->wv.type, c->xb, n, d);
+        matmul(c, &L->wv, a, c->v, L->bv);
+        run_rows(c, ROWS_ROPE_STORE, n, l, NULL);
+        attention(c, l, n, scratch, scratch + n);
+        matmul(c, &L->wo, prepare_acts(c, L->wo.type, c->att, n, q_dim), c->xb, NULL);
+        run_rows(c, ROWS_ADD_NORM, n, l, L->ffn_norm);
 
-        for (int t = 0; t < n; t++)
-            rmsnorm(c->xb + (size_t)t * d, c->x + (size_t)t * d, L->ffn_norm, d, hp->rms_eps);
-        matmul(c, &L->w_gate, c->xb, n, c->gate, NULL);
-        matmul(c, &L->w_up, c->xb, n, c->up, NULL);
-        for (size_t i = 0; i < (size_t)n * ff; i++) {
-            float g = c->gate[i];
-            c->gate[i] = g / (1.0f + expf(-g)) * c->up[i]; /* SiLU(gate) * up */
-        }
-        matmul(c, &L->w_down, c->gate, n, c->xb, NULL);
-        for (size_t i = 0; i < (size_t)n * d; i++) c->x[i] += c->xb[i];
+        a = prepare_acts(c, L->w_gate.type, c->xb, n, d);
+        matmul(c, &L->w_gate, a, c->gate, NULL);
+        if (nuri_type_get(L->w_up.type)->vec_dot_type != a.type) a = prepare_acts(c, L->w_up.type, c->xb, n, d);
+        matmul(c, &L->w_up, a, c->up, NULL);
+        run_rows(c, ROWS_SWIGLU, n, l, NULL);
+        matmul(c, &L->w_down, prepare_acts(c, L->w_down.type, c->gate, n, hp->n_ff), c->xb, NULL);
+        /* The residual add, fused with the next layer's input norm. */
+        run_rows(c, ROWS_ADD_NORM, n, l, l + 1 < hp->n_layer ? m->layers[l + 1].attn_norm : NULL);
     }
 
     if (n_out == 0) return;
     for (int r = 0; r < n_out; r++)
         rmsnorm(c->xb + (size_t)r * d, c->x + (size_t)out_rows[r] * d, m->output_norm, d, hp->rms_eps);
-    matmul(c, &m->output, c->xb, n_out, logits_out, NULL);
+    matmul(c, &m->output, prepare_acts(c, m->output.type, c->xb, n_out, d), logits_out, NULL);
 }
 
 /* Grows the per-call arrays to hold n entries. */
@@ -426,7 +568,8 @@ nuri_status nuri_decode(nuri_context *c, const nuri_batch *b, nuri_error *err) {
         c->logits_cap_rows = n_out;
     }
 
-    int *out_rows = nuri_malloc_array((size_t)c->n_batch, sizeof *out_rows);
+    /* out_rows, then forward_batch's scratch (2 ints per entry) */
+    int *out_rows = nuri_malloc_array((size_t)c->n_batch * 3, sizeof *out_rows);
     if (!out_rows) {
         free(next);
         return nuri_fail(err, NURI_ERR_NOMEM, "out of memory");
@@ -443,7 +586,7 @@ nuri_status nuri_decode(nuri_context *c, const nuri_batch *b, nuri_error *err) {
         c->seq = c->seq_buf + done;
         c->pos = c->pos_buf + done;
         float *dst = first_row >= 0 ? c->logits + (size_t)first_row * hp->n_vocab : NULL;
-        forward_batch(c, b->tokens + done, (int)chunk, out_rows, n_chunk_out, dst);
+        forward_batch(c, b->tokens + done, (int)chunk, out_rows, n_chunk_out, dst, out_rows + c->n_batch);
         done += chunk;
     }
     free(out_rows);
