@@ -1,0 +1,130 @@
+/* dispatch.c — which kernels run: the CPU's features (cpuid, and xgetbv for
+ * whether the OS saves the wide registers), the NURI_ISA override, and one
+ * table per level composed from the level files, built once. */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+#include "kernels/kernels_impl.h"
+
+static const char *const isa_names[NURI_ISA_COUNT] = {"scalar", "avx2", "avx512"};
+
+const char *nuri_isa_name(nuri_isa isa) {
+    return (unsigned)isa < NURI_ISA_COUNT ? isa_names[isa] : "unknown";
+}
+
+/* ---- CPU features ------------------------------------------------------------ */
+
+#if defined(__x86_64__)
+static uint64_t read_xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static nuri_isa detect_x86(void) {
+    unsigned eax, ebx, ecx, edx;
+    if (__get_cpuid_max(0, NULL) < 7) return NURI_ISA_SCALAR;
+    __cpuid(1, eax, ebx, ecx, edx);
+    const bool osxsave = ecx & (1u << 27), avx = ecx & (1u << 28);
+    const bool fma = ecx & (1u << 12), f16c = ecx & (1u << 29);
+    if (!osxsave || !avx) return NURI_ISA_SCALAR;
+    const uint64_t xcr0 = read_xcr0();
+    const bool ymm_state = (xcr0 & 0x6) == 0x6;    /* SSE and AVX state */
+    const bool zmm_state = (xcr0 & 0xE6) == 0xE6;  /* plus opmask, ZMM0-15 high, ZMM16-31 */
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    const bool avx2 = ebx & (1u << 5);
+    const bool avx512f = ebx & (1u << 16), avx512dq = ebx & (1u << 17);
+    const bool avx512bw = ebx & (1u << 30), avx512vl = ebx & (1u << 31);
+    const bool avx512vnni = ecx & (1u << 11);
+    if (!ymm_state || !avx2 || !fma || !f16c) return NURI_ISA_SCALAR;
+    if (zmm_state && avx512f && avx512dq && avx512bw && avx512vl && avx512vnni)
+        return NURI_ISA_AVX512;
+    return NURI_ISA_AVX2;
+}
+#endif
+
+/* ---- The level in use ---------------------------------------------------------- */
+
+nuri_isa nuri_isa_resolve(nuri_isa cpu_best, const char *request, char *warning,
+                          size_t warning_size) {
+    if (warning_size) warning[0] = '\0';
+    if (!request || !request[0]) return cpu_best;
+    for (int isa = 0; isa < NURI_ISA_COUNT; isa++) {
+        if (strcasecmp(request, isa_names[isa]) != 0) continue;
+        if (isa <= (int)cpu_best) return (nuri_isa)isa;
+        snprintf(warning, warning_size, "NURI_ISA=%s: this CPU supports at most %s; using %s",
+                 request, isa_names[cpu_best], isa_names[cpu_best]);
+        return cpu_best;
+    }
+    snprintf(warning, warning_size,
+             "NURI_ISA=%.40s is not one of scalar, avx2, avx512; using %s", request,
+             isa_names[cpu_best]);
+    return cpu_best;
+}
+
+/* ---- Tables ---------------------------------------------------------------------- */
+
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+static nuri_isa cpu_best;
+static nuri_isa selected;
+static nuri_kernel tables[NURI_ISA_COUNT][NURI_TYPE_COUNT];
+
+/* Copies the fields a level sets over the table below it. */
+static void overlay(nuri_kernel *table, void (*fill)(nuri_kernel *)) {
+    nuri_kernel level[NURI_TYPE_COUNT];
+    memset(level, 0, sizeof level);
+    fill(level);
+    for (int t = 0; t < NURI_TYPE_COUNT; t++) {
+        if (level[t].vec_dot) table[t].vec_dot = level[t].vec_dot;
+        if (level[t].gemm) table[t].gemm = level[t].gemm;
+        if (level[t].quantize) table[t].quantize = level[t].quantize;
+    }
+}
+
+static void build_tables(void) {
+#if defined(__x86_64__)
+    cpu_best = detect_x86();
+#else
+    cpu_best = NURI_ISA_SCALAR;
+#endif
+    for (int isa = 0; isa <= (int)cpu_best; isa++) {
+        nuri_kernel *table = tables[isa];
+        overlay(table, nuri_kernels_fill_scalar);
+#if defined(__x86_64__)
+        if (isa >= NURI_ISA_AVX2) overlay(table, nuri_kernels_fill_avx2);
+        if (isa >= NURI_ISA_AVX512) overlay(table, nuri_kernels_fill_avx512);
+#endif
+    }
+    char warning[160];
+    selected = nuri_isa_resolve(cpu_best, getenv("NURI_ISA"), warning, sizeof warning);
+    if (warning[0]) fprintf(stderr, "nuri: %s\n", warning);
+}
+
+static void init(void) { pthread_once(&tables_once, build_tables); }
+
+nuri_isa nuri_cpu_best_isa(void) {
+    init();
+    return cpu_best;
+}
+
+nuri_isa nuri_kernels_isa(void) {
+    init();
+    return selected;
+}
+
+const nuri_kernel *nuri_kernels_at(nuri_isa isa, uint32_t type) {
+    init();
+    if ((unsigned)isa > (unsigned)cpu_best || type >= NURI_TYPE_COUNT) return NULL;
+    const nuri_kernel *k = &tables[isa][type];
+    return k->vec_dot && k->gemm ? k : NULL;
+}
+
+const nuri_kernel *nuri_kernels_for(uint32_t type) { return nuri_kernels_at(nuri_kernels_isa(), type); }

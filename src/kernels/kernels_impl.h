@@ -1,0 +1,29 @@
+/* kernels_impl.h — what the files of src/kernels share and nothing else
+ * includes (tests excepted): each level's table filler and the pure rule
+ * that turns the CPU's best level and NURI_ISA into the level in use. */
+#ifndef NURI_KERNELS_IMPL_H
+#define NURI_KERNELS_IMPL_H
+
+#include <stddef.h>
+
+#include "kernels/kernels.h"
+
+/* Each level's file sets the fields it implements for the types it knows,
+ * leaving the rest as they are, so dispatch.c composes a level's table by
+ * filling scalar first and each higher level over it. */
+void nuri_kernels_fill_scalar(nuri_kernel table[NURI_TYPE_COUNT]);
+#if defined(__x86_64__)
+/* Only called when the CPU and OS support the level (these files are
+ * compiled with its instruction set). */
+void nuri_kernels_fill_avx2(nuri_kernel table[NURI_TYPE_COUNT]);
+void nuri_kernels_fill_avx512(nuri_kernel table[NURI_TYPE_COUNT]);
+#endif
+
+/* The level to use, given the best the CPU supports and the value of
+ * NURI_ISA (NULL or empty: the best). An unknown name or a level above the
+ * CPU's gives the best one and writes a one-line explanation (no newline)
+ * into warning; otherwise warning is set to "". */
+nuri_isa nuri_isa_resolve(nuri_isa cpu_best, const char *request, char *warning,
+                          size_t warning_size);
+
+#endif
