@@ -54,6 +54,9 @@ static unsigned wait_for_job(nuri_pool *p, unsigned seen) {
         unsigned g = atomic_load_explicit(&p->generation, memory_order_acquire);
         if (g != seen || atomic_load_explicit(&p->stop, memory_order_relaxed)) return g;
         CPU_RELAX();
+        /* When other processes want this core, let them run now and then
+         * instead of burning the whole time slice. */
+        if ((i & 255) == 255) sched_yield();
     }
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add(&p->n_sleeping, 1);
@@ -138,7 +141,8 @@ void nuri_pool_run(nuri_pool *p, nuri_pool_fn fn, void *arg) {
     for (unsigned spins = 0; atomic_load_explicit(&p->n_done, memory_order_acquire) < p->n_threads - 1;
          spins++) {
         CPU_RELAX();
-        if (spins > (unsigned)p->spin_rounds) sched_yield(); /* a worker is descheduled: let it run */
+        /* a worker may be waiting for this core: let it run */
+        if ((spins & 255) == 255 || spins > (unsigned)p->spin_rounds) sched_yield();
     }
 }
 

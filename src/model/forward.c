@@ -8,9 +8,9 @@
  * so attention is causal within the batch and sequences never see each other.
  *
  * Threads: every step is a job on the context's pool. Matrix products split
- * the weight rows among threads at fixed 16-row boundaries, so each output
- * element is computed by the same kernel call whatever the thread count, and
- * greedy output does not depend on -t. */
+ * the weight rows among threads at 32-row boundaries; the kernels give every
+ * output element the same bits however rows and tokens are split, so greedy
+ * output does not depend on -t. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -22,12 +22,10 @@
 #include "model/model.h"
 #include "quant/quant.h"
 
-/* Tokens per attention task and per gemm call of a matrix product: small
- * enough that their activations stay in cache next to a block of weights. */
+/* Tokens per attention task. */
 #define ATT_TOKENS 32
-#define GEMM_TOKENS 64
-#define GEMM_ROWS 64
-#define ROW_ALIGN 16
+/* Threads split weight rows at multiples of this (the kernels' row tile). */
+#define ROW_ALIGN 32
 
 struct nuri_context {
     const nuri_model *model;
@@ -274,18 +272,14 @@ static void matmul_worker(void *arg, int ith, int nth) {
     int64_t n_chunks = (w->n_rows + ROW_ALIGN - 1) / ROW_ALIGN;
     int64_t c0 = n_chunks * ith / nth, c1 = n_chunks * (ith + 1) / nth;
     int64_t r0 = c0 * ROW_ALIGN, r1 = c1 * ROW_ALIGN < w->n_rows ? c1 * ROW_ALIGN : w->n_rows;
-    for (int64_t rb = r0; rb < r1; rb += GEMM_ROWS) {
-        int rows = (int)(r1 - rb < GEMM_ROWS ? r1 - rb : GEMM_ROWS);
-        for (int tb = 0; tb < j->a.n; tb += GEMM_TOKENS) {
-            int toks = j->a.n - tb < GEMM_TOKENS ? j->a.n - tb : GEMM_TOKENS;
-            j->k->gemm(w->n_cols, (const char *)w->data + (size_t)rb * w->row_bytes, w->row_bytes, rows,
-                       (const char *)j->a.data + (size_t)tb * j->a.row_bytes, j->a.row_bytes, toks,
-                       j->y + (size_t)tb * w->n_rows + rb, (size_t)w->n_rows);
-        }
-        if (j->bias)
-            for (int t = 0; t < j->a.n; t++)
-                for (int r = 0; r < rows; r++) j->y[(size_t)t * w->n_rows + rb + r] += j->bias[rb + r];
-    }
+    if (r1 <= r0) return;
+    /* One call for all of this thread's rows and tokens: the kernel does its
+     * own cache blocking and prefetches the next rows as it goes. */
+    j->k->gemm(w->n_cols, (const char *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, (int)(r1 - r0),
+               j->a.data, j->a.row_bytes, j->a.n, j->y + r0, (size_t)w->n_rows);
+    if (j->bias)
+        for (int t = 0; t < j->a.n; t++)
+            for (int64_t r = r0; r < r1; r++) j->y[(size_t)t * w->n_rows + r] += j->bias[r];
 }
 
 /* y[t] = W x[t] (+ bias) for the prepared rows x[t]. */
