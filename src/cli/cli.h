@@ -5,12 +5,20 @@
 #define NURI_CLI_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "nuri.h"
 
 int cmd_run(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_template(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_mkmodel(int argc, char **argv);
+
+/* The name llama.cpp gives a general.file_type number ("Q4_0", "Q4_K_M"),
+ * or NULL for a number it does not know. */
+const char *cli_ftype_name(uint32_t ftype);
 
 /* Prints "nuri: " + message + newline to stderr; returns 1 (an exit status). */
 int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -13,6 +13,9 @@ static const char *usage =
     "  run       generate text from a prompt\n"
     "  tokenize  print the token ids of a text\n"
     "  info      print a GGUF file's metadata and tensors\n"
+    "  template  render a conversation with a chat template\n"
+    "  bench     measure prompt processing and generation speed\n"
+    "  mkmodel   write a GGUF file with random weights in a real model's shape\n"
     "\n"
     "`nuri COMMAND --help` describes each command's options.\n";
 
@@ -25,6 +28,9 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "template")) return cmd_template(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "mkmodel")) return cmd_mkmodel(argc - 1, argv + 1);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         fputs(usage, stdout);
         return 0;
