@@ -435,6 +435,42 @@ static void check_fuzzed_metadata(void) {
     free(orig);
 }
 
+/* The same logits, bit for bit, whatever the thread count: threads split
+ * weight rows at fixed boundaries and the kernels give each output element
+ * the same bits however the rows are split. */
+static void check_thread_invariance(void) {
+    const char *models[] = {"golden/quant/mini-Q4_0-pure.gguf", "golden/quant/mini-Q5_1-pure.gguf",
+                            "models/stories260K.gguf"};
+    static const nuri_token prompt[] = {1, 429, 491, 433, 295, 429, 444, 445, 265, 262, 263, 342, 430};
+    for (int mi = 0; mi < 3; mi++) {
+        nuri_model *m;
+        nuri_error err;
+        if (nuri_model_load(test_shared_path(models[mi]), NULL, &m, &err) != NURI_OK) {
+            CHECK(0, "load %s: %s", models[mi], err.message);
+            continue;
+        }
+        int nv = nuri_model_n_vocab(m);
+        float *ref = malloc(sizeof(float) * 13 * (size_t)nv);
+        for (int threads = 1; threads <= 4; threads++) {
+            nuri_context_params cp = nuri_context_default_params();
+            cp.n_threads = threads;
+            nuri_context *ctx;
+            CHECK(nuri_context_create(m, &cp, &ctx, &err) == NURI_OK, "context");
+            CHECK(nuri_eval(ctx, prompt, NULL, 13, true, &err) == NURI_OK, "eval");
+            bool same = true;
+            for (int t = 0; t < 13; t++) {
+                const float *lg = nuri_logits_ith(ctx, (size_t)t);
+                if (threads == 1) memcpy(ref + (size_t)t * nv, lg, sizeof(float) * (size_t)nv);
+                else same &= memcmp(ref + (size_t)t * nv, lg, sizeof(float) * (size_t)nv) == 0;
+            }
+            CHECK(same, "%s: logits with %d threads differ from 1 thread", models[mi], threads);
+            nuri_context_free(ctx);
+        }
+        free(ref);
+        nuri_model_free(m);
+    }
+}
+
 int main(void) {
     if (!test_shared_path("models")) return test_finish();
     check_weight_types();
@@ -442,5 +478,6 @@ int main(void) {
     check_qwen2();
     check_broken();
     check_fuzzed_metadata();
+    check_thread_invariance();
     return test_finish();
 }
