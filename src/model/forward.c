@@ -345,7 +345,11 @@ static void rows_worker(void *arg, int ith, int nth) {
             break;
         case ROWS_ROPE_STORE: {
             float *k = c->k + (size_t)t * kvd, *v = c->v + (size_t)t * kvd;
-            rope(c, c->q + (size_t)t * q_dim, hp->n_head, c->pos[t]);
+            float *q = c->q + (size_t)t * q_dim;
+            rope(c, q, hp->n_head, c->pos[t]);
+            /* Attention's 1/sqrt(head_dim), applied once here instead of to every score. */
+            float scale = 1.0f / sqrtf((float)hp->head_dim);
+            for (int i = 0; i < q_dim; i++) q[i] *= scale;
             rope(c, k, hp->n_head_kv, c->pos[t]);
             char *kc = keys_at(c, j->layer, c->seq[t]) + (size_t)c->pos[t] * kvd * c->kv_elem;
             char *vc = values_at(c, j->layer, c->seq[t]) + (size_t)c->pos[t] * c->kv_elem;
@@ -393,7 +397,6 @@ static void attention_worker(void *arg, int ith, int nth) {
     size_t q_dim = (size_t)hp->n_head * hd;
     float *scores = c->scores + (size_t)ith * ATT_TOKENS * c->n_ctx;
     const nuri_kernel *kk = nuri_kernels_for(c->kv_type);
-    float scale = 1.0f / sqrtf((float)hd);
     int n_tasks = j->n_blocks * hp->n_head;
     for (int task; (task = atomic_fetch_add(&j->next_task, 1)) < n_tasks;) {
         int b = task / hp->n_head, h = task % hp->n_head;
@@ -409,10 +412,7 @@ static void attention_worker(void *arg, int ith, int nth) {
             float *s = scores + (size_t)t * len;
             int seen = c->pos[t0 + t] + 1; /* causal: later positions get weight 0 */
             float max = -INFINITY;
-            for (int p = 0; p < seen; p++) {
-                s[p] *= scale;
-                if (s[p] > max) max = s[p];
-            }
+            for (int p = 0; p < seen; p++) max = s[p] > max ? s[p] : max;
             float sum = 0.0f;
             for (int p = 0; p < seen; p++) {
                 s[p] = expf(s[p] - max);
