@@ -34,18 +34,7 @@ static const char *chat_usage =
     "                          llama2, llama3, chatml, mistral, gemma, phi3\n"
     "  -n, --n-predict N       most tokens per reply (default -1: until the model ends\n"
     "                          its turn or the context is full)\n"
-    "      --temp T            temperature (default 0.8; 0 = greedy)\n"
-    "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
-    "      --top-p P           nucleus sampling (default 0.95; 1 = off)\n"
-    "      --min-p P           drop tokens below P x the top probability (default 0.05; 0 = off)\n"
-    "      --repeat-penalty R  penalise repeated tokens (default 1.0 = off)\n"
-    "      --repeat-last-n N   window for the penalties (default 64)\n"
-    "      --frequency-penalty F, --presence-penalty P   (default 0 = off)\n"
-    "  -s, --seed S            random seed (default: from the clock)\n"
-    "  -c, --ctx-size N        context length (default: min(model's, 4096))\n"
-    "  -b, --batch-size N      prompt batch size (default 512)\n"
-    "  -t, --threads N         threads (default: physical cores)\n"
-    "      --kv-type f32|f16   KV cache element type (default f32)\n"
+    "%s"
     "      --ignore-eos        never end a reply with an end-of-generation token\n"
     "  -v, --verbose           after each turn, print token counts to stderr\n"
     "  -h, --help              this help\n";
@@ -107,25 +96,7 @@ static read_result read_line(bool terminal, char **line) {
 
 /* ---- Setup helpers ------------------------------------------------------------- */
 
-static bool is_gguf(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char magic[4] = {0};
-    size_t got = fread(magic, 1, 4, f);
-    fclose(f);
-    return got == 4 && !memcmp(magic, "GGUF", 4);
-}
 
-/* A special token's text (e.g. "<s>"), malloc'ed; NULL for -1 or no memory. */
-static char *token_text(const nuri_model *m, nuri_token t) {
-    if (t < 0) return NULL;
-    size_t n = nuri_token_to_piece(m, t, true, NULL, 0);
-    char *s = malloc(n + 1);
-    if (!s) return NULL;
-    nuri_token_to_piece(m, t, true, s, n);
-    s[n] = '\0';
-    return s;
-}
 
 static bool is_blank(const char *s) {
     for (; *s; s++)
@@ -215,44 +186,31 @@ static bool chat_turn(nuri_chat_session *s, const char *message, bool verbose, b
 
 int cmd_chat(int argc, char **argv) {
     const char *model_path = NULL, *tokenizer_path = NULL, *system = NULL, *format = NULL;
-    long n_predict = -1, top_k = 40, last_n = 64, n_ctx = 0, n_batch = 0, n_threads = 0;
-    double temp = 0.8, top_p = 0.95, min_p = 0.05, repeat_penalty = 1.0, freq_pen = 0.0,
-           pres_pen = 0.0;
-    long seed = -1;
+    long n_predict = -1;
+    cli_gen_options gen;
+    cli_gen_defaults(&gen);
     bool verbose = false, ignore_eos = false;
-    const char *kv_type = "f32";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool ok = true;
+        int gen_opt = cli_gen_option(argc, argv, &i, &gen);
+        if (gen_opt < 0) return 1;
+        if (gen_opt > 0) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(chat_usage, stdout);
+            printf(chat_usage, cli_gen_usage);
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) ok = cli_take_str(argc, argv, &i, &model_path);
         else if (!strcmp(a, "--tokenizer")) ok = cli_take_str(argc, argv, &i, &tokenizer_path);
         else if (!strcmp(a, "--system")) ok = cli_take_str(argc, argv, &i, &system);
         else if (!strcmp(a, "--chat-template")) ok = cli_take_str(argc, argv, &i, &format);
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) ok = cli_take_int(argc, argv, &i, -1, 1L << 30, &n_predict);
-        else if (!strcmp(a, "--temp")) ok = cli_take_float(argc, argv, &i, 0, 100, &temp);
-        else if (!strcmp(a, "--top-k")) ok = cli_take_int(argc, argv, &i, 0, 1L << 30, &top_k);
-        else if (!strcmp(a, "--top-p")) ok = cli_take_float(argc, argv, &i, 0, 1, &top_p);
-        else if (!strcmp(a, "--min-p")) ok = cli_take_float(argc, argv, &i, 0, 1, &min_p);
-        else if (!strcmp(a, "--repeat-penalty")) ok = cli_take_float(argc, argv, &i, 0.01, 100, &repeat_penalty);
-        else if (!strcmp(a, "--repeat-last-n")) ok = cli_take_int(argc, argv, &i, 0, 1L << 20, &last_n);
-        else if (!strcmp(a, "--frequency-penalty")) ok = cli_take_float(argc, argv, &i, -100, 100, &freq_pen);
-        else if (!strcmp(a, "--presence-penalty")) ok = cli_take_float(argc, argv, &i, -100, 100, &pres_pen);
-        else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) ok = cli_take_int(argc, argv, &i, -1, 0x7fffffffL, &seed);
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) ok = cli_take_int(argc, argv, &i, 0, 1 << 24, &n_ctx);
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) ok = cli_take_int(argc, argv, &i, 1, 1 << 16, &n_batch);
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) ok = cli_take_int(argc, argv, &i, 1, 512, &n_threads);
-        else if (!strcmp(a, "--kv-type")) ok = cli_take_str(argc, argv, &i, &kv_type);
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) verbose = true;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
         else return cli_error("chat: unknown option '%s' (see nuri chat --help)", a);
         if (!ok) return 1;
     }
     if (!model_path) return cli_error("chat: no model given (-m FILE); see nuri chat --help");
-    if (strcmp(kv_type, "f32") && strcmp(kv_type, "f16"))
-        return cli_error("chat: --kv-type must be f32 or f16, got '%s'", kv_type);
+    if (!cli_gen_validate(&gen, "chat")) return 1;
     if (n_predict == 0) return cli_error("chat: -n must be positive, or -1 for no limit");
 
     int status = 1;
@@ -268,7 +226,7 @@ int cmd_chat(int argc, char **argv) {
     bool sigint_installed = false;
 
     /* The template first: a bad --chat-template name should not wait for the model. */
-    if (is_gguf(model_path) &&
+    if (cli_is_gguf(model_path) &&
         nuri_chat_gguf_info(model_path, &source, &source_len, NULL, NULL, &err) != NURI_OK) {
         cli_error("chat: %s: %s", model_path, err.message);
         goto done;
@@ -280,18 +238,14 @@ int cmd_chat(int argc, char **argv) {
     if (!(model = cli_load_model(model_path, tokenizer_path))) goto done;
     if (warning[0]) fprintf(stderr, "nuri: warning: %s\n", warning);
 
-    nuri_context_params cp = nuri_context_default_params();
-    cp.n_ctx = (int32_t)n_ctx;
-    cp.n_batch = (int32_t)n_batch;
-    cp.n_threads = (int32_t)n_threads;
-    cp.kv_type = strcmp(kv_type, "f16") ? NURI_KV_F32 : NURI_KV_F16;
+    nuri_context_params cp = cli_gen_context_params(&gen);
     if (nuri_context_create(model, &cp, &ctx, &err) != NURI_OK) {
         cli_error("%s", err.message);
         goto done;
     }
 
-    bos = token_text(model, nuri_token_bos(model));
-    eos = token_text(model, nuri_token_eos(model));
+    bos = cli_token_text(model, nuri_token_bos(model));
+    eos = cli_token_text(model, nuri_token_eos(model));
     nuri_chat_session_params sp = {
         .model = model,
         .ctx = ctx,
@@ -299,19 +253,10 @@ int cmd_chat(int argc, char **argv) {
         .bos_token = bos,
         .eos_token = eos,
         .system = system,
-        .sampling = nuri_sampler_default_params(),
+        .sampling = cli_gen_sampler_params(&gen),
         .n_predict = (int32_t)n_predict,
         .ignore_eog = ignore_eos,
     };
-    sp.sampling.temperature = (float)temp;
-    sp.sampling.top_k = (int32_t)top_k;
-    sp.sampling.top_p = (float)top_p;
-    sp.sampling.min_p = (float)min_p;
-    sp.sampling.repeat_penalty = (float)repeat_penalty;
-    sp.sampling.frequency_penalty = (float)freq_pen;
-    sp.sampling.presence_penalty = (float)pres_pen;
-    sp.sampling.penalty_last_n = (int32_t)last_n;
-    sp.sampling.seed = seed >= 0 ? (uint64_t)seed : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
     if (nuri_chat_session_create(&sp, &session, &err) != NURI_OK) {
         cli_error("%s", err.message);
         goto done;

@@ -17,54 +17,31 @@ static const char *run_usage =
     "  -p, --prompt TEXT       the prompt\n"
     "  -f, --file FILE         read the prompt from FILE\n"
     "  -n, --n-predict N       tokens to generate (default 256; -1: until the context is full)\n"
-    "      --temp T            temperature (default 0.8; 0 = greedy)\n"
-    "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
-    "      --top-p P           nucleus sampling (default 0.95; 1 = off)\n"
-    "      --min-p P           drop tokens below P x the top probability (default 0.05; 0 = off)\n"
-    "      --repeat-penalty R  penalise repeated tokens (default 1.0 = off)\n"
-    "      --repeat-last-n N   window for the penalties (default 64)\n"
-    "      --frequency-penalty F, --presence-penalty P   (default 0 = off)\n"
-    "  -s, --seed S            random seed (default: from the clock)\n"
-    "  -c, --ctx-size N        context length (default: min(model's, 4096))\n"
-    "  -b, --batch-size N      prompt batch size (default 512)\n"
-    "  -t, --threads N         threads (default: physical cores)\n"
-    "      --kv-type f32|f16   KV cache element type (default f32; f16 halves its memory)\n"
+    "%s"
     "      --echo              print the prompt before the generated text\n"
     "      --no-parse-special  treat special-token text in the prompt as plain text\n"
     "  -h, --help              this help\n";
 
 int cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *tokenizer_path = NULL, *prompt = NULL, *prompt_file = NULL;
-    long n_predict = 256, top_k = 40, last_n = 64, n_ctx = 0, n_batch = 0, n_threads = 0;
-    double temp = 0.8, top_p = 0.95, min_p = 0.05, repeat_penalty = 1.0, freq_pen = 0.0,
-           pres_pen = 0.0;
-    long seed = -1;
+    long n_predict = 256;
+    cli_gen_options gen;
+    cli_gen_defaults(&gen);
     bool echo = false, parse_special = true;
-    const char *kv_type = "f32";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool ok = true;
+        int gen_opt = cli_gen_option(argc, argv, &i, &gen);
+        if (gen_opt < 0) return 1;
+        if (gen_opt > 0) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(run_usage, stdout);
+            printf(run_usage, cli_gen_usage);
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) ok = cli_take_str(argc, argv, &i, &model_path);
         else if (!strcmp(a, "--tokenizer")) ok = cli_take_str(argc, argv, &i, &tokenizer_path);
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) ok = cli_take_str(argc, argv, &i, &prompt);
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) ok = cli_take_str(argc, argv, &i, &prompt_file);
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) ok = cli_take_int(argc, argv, &i, -1, 1L << 30, &n_predict);
-        else if (!strcmp(a, "--temp")) ok = cli_take_float(argc, argv, &i, 0, 100, &temp);
-        else if (!strcmp(a, "--top-k")) ok = cli_take_int(argc, argv, &i, 0, 1L << 30, &top_k);
-        else if (!strcmp(a, "--top-p")) ok = cli_take_float(argc, argv, &i, 0, 1, &top_p);
-        else if (!strcmp(a, "--min-p")) ok = cli_take_float(argc, argv, &i, 0, 1, &min_p);
-        else if (!strcmp(a, "--repeat-penalty")) ok = cli_take_float(argc, argv, &i, 0.01, 100, &repeat_penalty);
-        else if (!strcmp(a, "--repeat-last-n")) ok = cli_take_int(argc, argv, &i, 0, 1L << 20, &last_n);
-        else if (!strcmp(a, "--frequency-penalty")) ok = cli_take_float(argc, argv, &i, -100, 100, &freq_pen);
-        else if (!strcmp(a, "--presence-penalty")) ok = cli_take_float(argc, argv, &i, -100, 100, &pres_pen);
-        else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) ok = cli_take_int(argc, argv, &i, -1, 0x7fffffffL, &seed);
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) ok = cli_take_int(argc, argv, &i, 0, 1 << 24, &n_ctx);
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) ok = cli_take_int(argc, argv, &i, 1, 1 << 16, &n_batch);
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) ok = cli_take_int(argc, argv, &i, 1, 512, &n_threads);
-        else if (!strcmp(a, "--kv-type")) ok = cli_take_str(argc, argv, &i, &kv_type);
         else if (!strcmp(a, "--echo")) echo = true;
         else if (!strcmp(a, "--no-parse-special")) parse_special = false;
         else return cli_error("run: unknown option '%s' (see nuri run --help)", a);
@@ -72,27 +49,13 @@ int cmd_run(int argc, char **argv) {
     }
     if (!model_path) return cli_error("run: no model given (-m FILE); see nuri run --help");
     if (prompt && prompt_file) return cli_error("run: give either -p or -f, not both");
-    if (strcmp(kv_type, "f32") && strcmp(kv_type, "f16"))
-        return cli_error("run: --kv-type must be f32 or f16, got '%s'", kv_type);
+    if (!cli_gen_validate(&gen, "run")) return 1;
 
     char *file_text = NULL;
     size_t prompt_len = 0;
     if (prompt_file) {
-        FILE *f = fopen(prompt_file, "rb");
-        if (!f) return cli_error("run: cannot open prompt file %s", prompt_file);
-        size_t cap = 4096;
-        file_text = malloc(cap);
-        size_t got;
-        while (file_text && (got = fread(file_text + prompt_len, 1, cap - prompt_len, f)) > 0) {
-            prompt_len += got;
-            if (prompt_len == cap) {
-                char *nt = cap < (1u << 30) ? realloc(file_text, cap *= 2) : NULL;
-                if (!nt) { free(file_text); file_text = NULL; }
-                else file_text = nt;
-            }
-        }
-        fclose(f);
-        if (!file_text) return cli_error("run: prompt file %s is too large", prompt_file);
+        file_text = cli_read_file(prompt_file, &prompt_len);
+        if (!file_text) return cli_error("run: cannot read prompt file %s", prompt_file);
         prompt = file_text;
     } else {
         if (!prompt) prompt = "";
@@ -107,11 +70,7 @@ int cmd_run(int argc, char **argv) {
     nuri_error err;
     if (!model) goto done;
 
-    nuri_context_params cp = nuri_context_default_params();
-    cp.n_ctx = (int32_t)n_ctx;
-    cp.n_batch = (int32_t)n_batch;
-    cp.n_threads = (int32_t)n_threads;
-    cp.kv_type = strcmp(kv_type, "f16") ? NURI_KV_F32 : NURI_KV_F16;
+    nuri_context_params cp = cli_gen_context_params(&gen);
     if (nuri_context_create(model, &cp, &ctx, &err) != NURI_OK) {
         cli_error("%s", err.message);
         goto done;
@@ -133,16 +92,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
 
-    nuri_sampler_params sp = nuri_sampler_default_params();
-    sp.temperature = (float)temp;
-    sp.top_k = (int32_t)top_k;
-    sp.top_p = (float)top_p;
-    sp.min_p = (float)min_p;
-    sp.repeat_penalty = (float)repeat_penalty;
-    sp.frequency_penalty = (float)freq_pen;
-    sp.presence_penalty = (float)pres_pen;
-    sp.penalty_last_n = (int32_t)last_n;
-    sp.seed = seed >= 0 ? (uint64_t)seed : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+    nuri_sampler_params sp = cli_gen_sampler_params(&gen);
     sampler = nuri_sampler_create(&sp);
     if (!sampler) {
         cli_error("out of memory");
