@@ -333,6 +333,14 @@ static void short_q_tensor(gguf_writer *w, const gguf_file *src, void *arg) {
     gguf_writer_add_tensor(w, "blk.0.attn_q.weight", t->type, 2, ne, t->data);
 }
 
+/* blk.0.ffn_down of the mini model (768 x 256) as IQ2_XXS, with zero bytes. */
+static void iq2_tensor(gguf_writer *w, const gguf_file *src, void *arg) {
+    int64_t ne[2] = {768, 256};
+    size_t bytes = nuri_row_size(16, 768) * 256;
+    CHECK(bytes > 0, "IQ2_XXS row size");
+    gguf_writer_add_tensor(w, "blk.0.ffn_down.weight", 16, 2, ne, kept(bytes));
+}
+
 static void check_broken(void) {
     struct {
         const char *what;
@@ -371,12 +379,15 @@ static void check_broken(void) {
               cases[i].what, err.message, cases[i].want);
         nuri_model_free(m);
     }
-    /* A type nuri knows but cannot compute with yet. */
+    /* A type GGUF has and nuri names, but cannot compute with (IQ2_XXS). */
+    variant v = {.weight_type = NURI_TYPE_F32, .skip_tensor = "blk.0.ffn_down.weight", .edit = iq2_tensor};
+    const char *path = write_variant("golden/quant/mini-F32.gguf", "iq2.gguf", &v);
     nuri_model *m = NULL;
     nuri_error err = {0};
-    nuri_status st = nuri_model_load(test_shared_path("golden/quant/mini-Q4_K_S-pure.gguf"), NULL, &m, &err);
-    CHECK(st == NURI_ERR_UNSUPPORTED && strstr(err.message, "Q4_K") && strstr(err.message, ".weight"),
-          "K-quant file: %d '%s'", st, err.message);
+    nuri_status st = path ? nuri_model_load(path, NULL, &m, &err) : NURI_ERR_IO;
+    CHECK(st == NURI_ERR_UNSUPPORTED && strstr(err.message, "IQ2_XXS") && strstr(err.message, "blk.0.ffn_down"),
+          "IQ2_XXS tensor: %d '%s'", st, err.message);
+    nuri_model_free(m);
 }
 
 /* Random byte corruption in the metadata and tensor-info part of a real

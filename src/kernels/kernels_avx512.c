@@ -384,6 +384,7 @@ ALWAYS_INLINE void int8_gemm_panels(pack_fn pack, size_t w_block, int with_min, 
 
 #define FEW_TOK 4
 #define FEW_CHUNK 512 /* blocks whose activation sums are kept at a time */
+#define FEW_GROUPS_MAX 16 /* below this many tokens, groups of FEW_TOK beat packed panels */
 
 ALWAYS_INLINE void upack_q4_0(const uint8_t *p, size_t stride, rows16 *o) {
     unpack_nibbles(p + 2, stride, 0, o->w);
@@ -502,7 +503,21 @@ ALWAYS_INLINE void int8_gemm(pack_fn pack, pack_fn upack, int offset, size_t w_b
         int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, x, x_row_bytes, 3, y, y_stride);
     else if (n_tok == 4)
         int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, x, x_row_bytes, 4, y, y_stride);
-    else
+    else if (n_tok < FEW_GROUPS_MAX) {
+        /* Small batches (a server's slots): packing panels costs more than
+         * it saves; stream the rows once per 4 tokens instead (the second
+         * pass finds them in the last-level cache). */
+        for (int t0 = 0; t0 < n_tok; t0 += 4) {
+            const uint8_t *xt = (const uint8_t *)x + (size_t)t0 * x_row_bytes;
+            float *yt = y + (size_t)t0 * y_stride;
+            switch (min_int(4, n_tok - t0)) {
+            case 1: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 1, yt, y_stride); break;
+            case 2: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 2, yt, y_stride); break;
+            case 3: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 3, yt, y_stride); break;
+            default: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 4, yt, y_stride); break;
+            }
+        }
+    } else
         int8_gemm_panels(pack, w_block, with_min, nb, w, w_row_bytes, n_rows, x, x_row_bytes,
                          n_tok, y, y_stride);
 }
