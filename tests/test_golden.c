@@ -304,8 +304,10 @@ int main(void) {
     check_golden_kv("models/stories260K.gguf", false, "golden/stories260K.golden-kvf16.json", 2, 1e-2, true,
                     NURI_KV_F16);
     /* Quantized weights, activations quantized to 8-bit blocks as llama.cpp does. */
-    const char *quant_types[] = {"F32", "Q8_0-pure", "Q4_0-pure", "Q4_1-pure", "Q5_0-pure", "Q5_1-pure"};
-    for (int i = 0; i < 6; i++) {
+    const char *quant_types[] = {"F32",         "Q8_0-pure",   "Q4_0-pure",   "Q4_1-pure",   "Q5_0-pure",
+                                 "Q5_1-pure",   "Q2_K-pure",   "Q3_K_S-pure", "Q4_K_S-pure", "Q5_K_S-pure",
+                                 "Q6_K-pure",   "IQ4_NL-pure", "IQ4_XS-pure", "Q4_K_M",      "Q5_K_M"};
+    for (int i = 0; i < (int)(sizeof quant_types / sizeof quant_types[0]); i++) {
         char model[128], golden[128];
         snprintf(model, sizeof model, "golden/quant/mini-%s.gguf", quant_types[i]);
         snprintf(golden, sizeof golden, "golden/quant/mini-%s.golden.json", quant_types[i]);

@@ -73,6 +73,11 @@ static const nuri_type compute_types[] = {NURI_TYPE_F32,  NURI_TYPE_F16,  NURI_T
                                           NURI_TYPE_Q5_1, NURI_TYPE_Q8_0};
 #define N_TYPES (sizeof compute_types / sizeof compute_types[0])
 
+/* The K-quants and IQ4 (blocks of 256, IQ4_NL 32), with their own sizes. */
+static const nuri_type k_types[] = {NURI_TYPE_Q2_K, NURI_TYPE_Q3_K,   NURI_TYPE_Q4_K,  NURI_TYPE_Q5_K,
+                                    NURI_TYPE_Q6_K, NURI_TYPE_IQ4_NL, NURI_TYPE_IQ4_XS};
+#define N_K_TYPES (sizeof k_types / sizeof k_types[0])
+
 static bool is_float_type(nuri_type t) {
     return t == NURI_TYPE_F32 || t == NURI_TYPE_F16 || t == NURI_TYPE_BF16;
 }
@@ -337,6 +342,171 @@ static void test_float_odd_columns(void) {
             run_problem(compute_types[ti], cols[ci], 6, 5, DIST_GAUSS, DIST_UNIFORM, 100 + ci);
 }
 
+/* K-quants and IQ4: every size a multiple of 256 (and of 32 for IQ4_NL),
+ * row and token counts around the 16-row packing, the 4-token tiles and
+ * the super-block chunks of the many-token path. */
+static void test_k_sizes(void) {
+    static const int64_t cols[] = {256, 768, 2304};
+    static const int rows[] = {1, 5, 16, 17, 33};
+    static const int toks[] = {1, 2, 3, 4, 5, 9};
+    uint64_t seed = 7000;
+    for (size_t ti = 0; ti < N_K_TYPES; ti++) {
+        for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
+            for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++) {
+                for (size_t ki = 0; ki < sizeof toks / sizeof toks[0]; ki++) {
+                    /* The largest rows only with a few shapes (the
+                     * reference quantizers are slow). */
+                    if (cols[ci] > 768 && (ri + ki) % 3 != 0) continue;
+                    seed++;
+                    run_problem(k_types[ti], cols[ci], rows[ri], toks[ki], (int)(seed % DIST_COUNT),
+                                (int)((seed / DIST_COUNT) % DIST_COUNT), seed * 7919);
+                }
+            }
+        }
+        /* Past the many-token path's chunks of super-blocks (and IQ4_NL's
+         * 32-block chunks) with a token count that leaves a partial tile,
+         * and odd block counts for IQ4_NL. */
+        run_problem(k_types[ti], 256 * 9, 19, 7, DIST_GAUSS, DIST_OUTLIERS, 8000 + ti);
+        run_problem(k_types[ti], 4096 + 256, 3, 2, DIST_UNIFORM, DIST_GAUSS, 8100 + ti);
+        if (k_types[ti] == NURI_TYPE_IQ4_NL) {
+            run_problem(k_types[ti], 32, 3, 1, DIST_GAUSS, DIST_GAUSS, 8200);
+            run_problem(k_types[ti], 96, 18, 6, DIST_SPARSE, DIST_GAUSS, 8201);
+            run_problem(k_types[ti], 224, 7, 3, DIST_OUTLIERS, DIST_UNIFORM, 8202);
+        }
+    }
+}
+
+/* Q8_K activations on awkward values: block 0 Gaussian with a largest
+ * element whose negative twin comes later (the first one sets the sign);
+ * block 1 all zero; block 2 a NaN and exact ties after scaling; block 3
+ * an infinity; block 4 tiny values; block 5 huge ones. Every level must
+ * write the reference's bytes. */
+static void test_quantize_edges_q8_k(void) {
+    enum { BLOCKS = 6, N = 256 * BLOCKS };
+    static float v[N];
+    rng_seed(99);
+    fill(v, 256, DIST_GAUSS, 1.0f);
+    v[40] = 9.0f, v[41] = -9.0f;
+    for (int i = 0; i < 256; i++) v[512 + i] = (float)(i % 64) - 31.5f; /* -31.5 .. 31.5 */
+    v[512 + 7] = NAN;
+    v[512 + 200] = 127.0f; /* iscale = -1: the halves of the ramp are exact ties */
+    for (int i = 0; i < 256; i++) v[768 + i] = (float)i * 0.5f - 60.0f;
+    v[768 + 3] = -INFINITY;
+    for (int i = 0; i < 256; i++) v[1024 + i] = ((float)i - 128.0f) * 1e-30f;
+    for (int i = 0; i < 256; i++) v[1280 + i] = ((float)i - 128.0f) * 1e36f;
+    const nuri_type_traits *at = nuri_type_get(NURI_TYPE_Q8_K);
+    static uint8_t ref[BLOCKS * 292], got[BLOCKS * 292 + 2];
+    at->from_float(v, ref, N);
+    for (int isa = 0; isa < NURI_ISA_COUNT; isa++) {
+        if (!level_available((nuri_isa)isa)) continue;
+        for (size_t ti = 0; ti < N_K_TYPES; ti++) {
+            if (nuri_type_get(k_types[ti])->vec_dot_type != NURI_TYPE_Q8_K) continue;
+            const nuri_kernel *k = nuri_kernels_at((nuri_isa)isa, k_types[ti]);
+            if (!k || !k->quantize) continue;
+            memset(got, 0xAB, sizeof got);
+            k->quantize(v, got + 1, N);
+            CHECK(memcmp(got + 1, ref, sizeof ref) == 0, "%s %s: edge-case Q8_K quantization differs",
+                  nuri_isa_name((nuri_isa)isa), nuri_type_name(k_types[ti]));
+            CHECK(got[0] == 0xAB && got[1 + sizeof ref] == 0xAB, "%s: Q8_K quantizer wrote outside its row",
+                  nuri_isa_name((nuri_isa)isa));
+        }
+    }
+    nuri_block_q8_k b0;
+    memcpy(&b0, ref, sizeof b0);
+    CHECK(b0.qs[40] == -127 && b0.qs[41] == 127, "the first largest element sets the sign");
+}
+
+/* Extreme weight bytes (all bits set or clear, alternating) with half
+ * scales of 1 against activations at +-127 and -128 (with consistent group
+ * sums): every level equals the reference exactly. */
+static void test_extreme_levels_k(void) {
+    static const uint8_t pattern[] = {0xFF, 0x00, 0x80, 0x7F, 0x0F, 0xF0, 0x81, 0xAA, 0x55};
+    enum { ROWS = 5, TOKS = 6 };
+    for (size_t ti = 0; ti < N_K_TYPES; ti++) {
+        const nuri_type type = k_types[ti];
+        const nuri_type_traits *tt = nuri_type_get(type);
+        const int64_t n = 512;
+        const size_t wb = nuri_row_size(type, n), xb = nuri_row_size(tt->vec_dot_type, n);
+        uint8_t *w = calloc(ROWS, wb), *x = calloc(TOKS, xb);
+        if (!w || !x) {
+            CHECK(false, "out of memory");
+            free(w);
+            free(x);
+            return;
+        }
+        for (size_t i = 0; i < wb * ROWS; i++) w[i] = pattern[(i * 5 + i / 7) % sizeof pattern];
+        /* Half scales: the d (and dmin) fields set to 1.0 and 0.5. */
+        const size_t bs = tt->type_size;
+        for (int r = 0; r < ROWS; r++) {
+            for (int64_t b = 0; b < n / tt->block_size; b++) {
+                uint8_t *blk = w + (size_t)r * wb + (size_t)b * bs;
+                size_t d_at = 0;
+                switch (type) {
+                case NURI_TYPE_Q2_K: d_at = 80; break;
+                case NURI_TYPE_Q3_K: d_at = 108; break;
+                case NURI_TYPE_Q6_K: d_at = 208; break;
+                default: d_at = 0; break;
+                }
+                blk[d_at] = 0x00, blk[d_at + 1] = (uint8_t)(0x3C - r);
+                if (type == NURI_TYPE_Q2_K || type == NURI_TYPE_Q4_K || type == NURI_TYPE_Q5_K)
+                    blk[d_at + 2] = 0x00, blk[d_at + 3] = 0x38;
+            }
+        }
+        /* Odd tokens hold -128s, which no quantizer writes. */
+        static const int8_t levels[] = {127, -127, 0, 1, -1, 127, -127, 64, -128};
+        for (int t = 0; t < TOKS; t++) {
+            uint8_t *row = x + (size_t)t * xb;
+            const int n_levels = t % 2 == 1 ? 9 : 8;
+            if (tt->vec_dot_type == NURI_TYPE_Q8_K) {
+                for (int64_t b = 0; b < n / 256; b++) {
+                    nuri_block_q8_k blk;
+                    blk.d = 0.25f * (float)(t + 1);
+                    for (int i = 0; i < 256; i++) blk.qs[i] = levels[(i + b + t) % n_levels];
+                    for (int g = 0; g < 16; g++) {
+                        int sum = 0;
+                        for (int i = 0; i < 16; i++) sum += blk.qs[16 * g + i];
+                        blk.bsums[g] = (int16_t)sum;
+                    }
+                    memcpy(row + b * sizeof blk, &blk, sizeof blk);
+                }
+            } else {
+                for (int64_t b = 0; b < n / 32; b++) {
+                    uint8_t *blk = row + b * 34;
+                    blk[0] = 0x00, blk[1] = 0x38;
+                    for (int i = 0; i < 32; i++) blk[2 + i] = (uint8_t)levels[(i + b + t) % n_levels];
+                }
+            }
+        }
+        float ref[TOKS][ROWS], got[TOKS][ROWS];
+        for (int t = 0; t < TOKS; t++)
+            for (int r = 0; r < ROWS; r++) tt->vec_dot(n, &ref[t][r], w + (size_t)r * wb, x + (size_t)t * xb);
+        for (int isa = 0; isa < NURI_ISA_COUNT; isa++) {
+            if (!level_available((nuri_isa)isa)) continue;
+            const nuri_kernel *k = nuri_kernels_at((nuri_isa)isa, type);
+            if (!k) continue;
+            /* AVX2 feeds the signed IQ4 levels through vpsignb, which
+             * cannot negate -128 (see kernels_avx2_k.c); only tokens
+             * without -128 are checked there. */
+            const bool no_m128 = isa == NURI_ISA_AVX2 && (type == NURI_TYPE_IQ4_NL || type == NURI_TYPE_IQ4_XS);
+            for (int n_tok = 2; n_tok <= TOKS; n_tok += TOKS - 2) {
+                memset(got, 0, sizeof got);
+                k->gemm(n, w, wb, ROWS, x, xb, n_tok, &got[0][0], ROWS);
+                for (int t = 0; t < n_tok; t++) {
+                    if (no_m128 && t % 2 == 1) continue;
+                    CHECK(memcmp(got[t], ref[t], sizeof got[t]) == 0, "%s %s: extreme levels differ (token %d of %d)",
+                          nuri_isa_name((nuri_isa)isa), tt->name, t, n_tok);
+                    float d;
+                    k->vec_dot(n, &d, w + (size_t)4 * wb, x + (size_t)t * xb);
+                    CHECK(bits_of(d) == bits_of(ref[t][4]), "%s %s: extreme levels (vec_dot)",
+                          nuri_isa_name((nuri_isa)isa), tt->name);
+                }
+            }
+        }
+        free(w);
+        free(x);
+    }
+}
+
 /* ---- Activation quantizers on awkward values ---------------------------------------- */
 
 static void test_quantize_edges(void) {
@@ -507,7 +677,19 @@ static void test_tables(void) {
         }
         CHECK(nuri_kernels_at((nuri_isa)isa, NURI_TYPE_Q8_1) == NULL,
               "Q8_1 holds activations only");
-        CHECK(nuri_kernels_at((nuri_isa)isa, NURI_TYPE_Q4_K) == NULL, "Q4_K has no kernels yet");
+        for (size_t ti = 0; ti < N_K_TYPES; ti++) {
+            const nuri_kernel *k = nuri_kernels_at((nuri_isa)isa, k_types[ti]);
+            const nuri_kernel *s = nuri_kernels_at(NURI_ISA_SCALAR, k_types[ti]);
+            CHECK(k && k->vec_dot && k->gemm && k->quantize, "%s %s: incomplete kernels",
+                  nuri_isa_name((nuri_isa)isa), nuri_type_name(k_types[ti]));
+            /* The x86 levels have their own K kernels (other architectures
+             * may use the scalar ones). */
+            const bool own = isa == NURI_ISA_AVX2 || isa == NURI_ISA_AVX512;
+            CHECK(!own || (k && s && k->gemm != s->gemm && k->vec_dot != s->vec_dot),
+                  "%s %s: level falls back to scalar", nuri_isa_name((nuri_isa)isa),
+                  nuri_type_name(k_types[ti]));
+        }
+        CHECK(nuri_kernels_at((nuri_isa)isa, NURI_TYPE_Q8_K) == NULL, "Q8_K holds activations only");
         CHECK(nuri_kernels_at((nuri_isa)isa, 4) == NULL, "retired type id 4");
         CHECK(nuri_kernels_at((nuri_isa)isa, 1000) == NULL, "unknown type id");
     }
@@ -575,5 +757,8 @@ int main(int argc, char **argv) {
     test_float_odd_columns();
     test_chunking();
     test_sizes();
+    test_quantize_edges_q8_k();
+    test_extreme_levels_k();
+    test_k_sizes();
     return test_finish();
 }

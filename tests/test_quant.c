@@ -91,19 +91,19 @@ static void test_traits(void) {
         const char *name;
         int64_t block;
         size_t bytes;
-        bool computes; /* has to_float, from_float and (except Q8_1) vec_dot */
+        bool computes; /* has to_float, from_float and (except Q8_1, Q8_K) vec_dot */
     } expected[] = {
         {0, "F32", 1, 4, true},         {1, "F16", 1, 2, true},
         {2, "Q4_0", 32, 18, true},      {3, "Q4_1", 32, 20, true},
         {6, "Q5_0", 32, 22, true},      {7, "Q5_1", 32, 24, true},
         {8, "Q8_0", 32, 34, true},      {9, "Q8_1", 32, 36, true},
-        {10, "Q2_K", 256, 84, false},   {11, "Q3_K", 256, 110, false},
-        {12, "Q4_K", 256, 144, false},  {13, "Q5_K", 256, 176, false},
-        {14, "Q6_K", 256, 210, false},  {15, "Q8_K", 256, 292, false},
+        {10, "Q2_K", 256, 84, true},   {11, "Q3_K", 256, 110, true},
+        {12, "Q4_K", 256, 144, true},  {13, "Q5_K", 256, 176, true},
+        {14, "Q6_K", 256, 210, true},  {15, "Q8_K", 256, 292, true},
         {16, "IQ2_XXS", 256, 66, false}, {17, "IQ2_XS", 256, 74, false},
         {18, "IQ3_XXS", 256, 98, false}, {19, "IQ1_S", 256, 50, false},
-        {20, "IQ4_NL", 32, 18, false},  {21, "IQ3_S", 256, 110, false},
-        {22, "IQ2_S", 256, 82, false},  {23, "IQ4_XS", 256, 136, false},
+        {20, "IQ4_NL", 32, 18, true},  {21, "IQ3_S", 256, 110, false},
+        {22, "IQ2_S", 256, 82, false},  {23, "IQ4_XS", 256, 136, true},
         {24, "I8", 1, 1, false},        {25, "I16", 1, 2, false},
         {26, "I32", 1, 4, false},       {27, "I64", 1, 8, false},
         {28, "F64", 1, 8, false},       {29, "IQ1_M", 256, 56, false},
@@ -123,7 +123,8 @@ static void test_traits(void) {
         CHECK(t->block_size == expected[i].block && t->type_size == expected[i].bytes,
               "%s: block %lld bytes %zu, want %lld %zu", t->name, (long long)t->block_size,
               t->type_size, (long long)expected[i].block, expected[i].bytes);
-        bool has_dot = expected[i].computes && expected[i].id != NURI_TYPE_Q8_1;
+        bool has_dot = expected[i].computes && expected[i].id != NURI_TYPE_Q8_1 &&
+                       expected[i].id != NURI_TYPE_Q8_K;
         CHECK((t->to_float != NULL) == expected[i].computes &&
                   (t->from_float != NULL) == expected[i].computes &&
                   (t->vec_dot != NULL) == has_dot,
@@ -171,7 +172,7 @@ static void test_traits(void) {
     float f[256] = {0};
     uint8_t bytes[300];
     memset(bytes, 0xAB, sizeof bytes);
-    nuri_quantize_row(NURI_TYPE_Q4_K, f, bytes, 256);
+    nuri_quantize_row(16 /* IQ2_XXS */, f, bytes, 256);
     nuri_quantize_row(4, f, bytes, 256);
     bool untouched = true;
     for (size_t i = 0; i < sizeof bytes; i++) untouched &= bytes[i] == 0xAB;

@@ -128,6 +128,121 @@ typedef struct {
 } nuri_block_q8_1;
 _Static_assert(sizeof(nuri_block_q8_1) == 36, "Q8_1 block must be 36 bytes");
 
+/* ---- K-quants and IQ4 ----------------------------------------------------
+ *
+ * Super-blocks of NURI_QK_K = 256 weights split into sub-blocks (16 of 16
+ * weights, or 8 of 32) whose own scales (and minimums) are small integers
+ * times the super-block's half-float d (and dmin). The bit positions, which
+ * the formats interleave for SIMD unpacking, are spelled out in quant_k.c.
+ * The activation type for their dot products is Q8_K. */
+
+/* x = d * (scales[s] & 15) * q - dmin * (scales[s] >> 4), q two bits,
+ * s = element / 16. */
+typedef struct {
+    uint8_t scales[NURI_QK_K / 16];
+    uint8_t qs[NURI_QK_K / 4];
+    uint16_t d;
+    uint16_t dmin;
+} nuri_block_q2_k;
+_Static_assert(sizeof(nuri_block_q2_k) == 84, "Q2_K block must be 84 bytes");
+
+/* x = d * (s - 32) * (q - 4): q = two low bits from qs plus a third bit
+ * from hmask, s six bits packed into 12 bytes. */
+typedef struct {
+    uint8_t hmask[NURI_QK_K / 8];
+    uint8_t qs[NURI_QK_K / 4];
+    uint8_t scales[12];
+    uint16_t d;
+} nuri_block_q3_k;
+_Static_assert(sizeof(nuri_block_q3_k) == 110, "Q3_K block must be 110 bytes");
+
+/* x = d * sc * q - dmin * m per sub-block of 32: sc and m six bits each,
+ * packed into 12 bytes; q four bits. */
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qs[NURI_QK_K / 2];
+} nuri_block_q4_k;
+_Static_assert(sizeof(nuri_block_q4_k) == 144, "Q4_K block must be 144 bytes");
+
+/* As Q4_K with a fifth bit per weight in qh. */
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[NURI_QK_K / 8];
+    uint8_t qs[NURI_QK_K / 2];
+} nuri_block_q5_k;
+_Static_assert(sizeof(nuri_block_q5_k) == 176, "Q5_K block must be 176 bytes");
+
+/* x = d * scales[element / 16] * (q - 32): four low bits in ql, two high
+ * bits in qh. */
+typedef struct {
+    uint8_t ql[NURI_QK_K / 2];
+    uint8_t qh[NURI_QK_K / 4];
+    int8_t scales[NURI_QK_K / 16];
+    uint16_t d;
+} nuri_block_q6_k;
+_Static_assert(sizeof(nuri_block_q6_k) == 210, "Q6_K block must be 210 bytes");
+
+/* Activations: x = d * q (d a full float); bsums[g] = the sum of the 16
+ * levels of group g, which the formats with a minimum or an offset use. */
+typedef struct {
+    float d;
+    int8_t qs[NURI_QK_K];
+    int16_t bsums[NURI_QK_K / 16];
+} nuri_block_q8_k;
+_Static_assert(sizeof(nuri_block_q8_k) == 292, "Q8_K block must be 292 bytes");
+
+/* 32 weights: x = d * NURI_IQ4_VALUES[q], nibbles as in Q4_0. */
+#define NURI_QK_IQ4_NL 32
+typedef struct {
+    uint16_t d;
+    uint8_t qs[NURI_QK_IQ4_NL / 2];
+} nuri_block_iq4_nl;
+_Static_assert(sizeof(nuri_block_iq4_nl) == 18, "IQ4_NL block must be 18 bytes");
+
+/* 256 weights: x = d * (ls - 32) * NURI_IQ4_VALUES[q] per sub-block of 32,
+ * ls six bits (low four in scales_l, high two in scales_h); each sub-block's
+ * nibbles as in IQ4_NL. */
+typedef struct {
+    uint16_t d;
+    uint16_t scales_h;
+    uint8_t scales_l[NURI_QK_K / 64];
+    uint8_t qs[NURI_QK_K / 2];
+} nuri_block_iq4_xs;
+_Static_assert(sizeof(nuri_block_iq4_xs) == 136, "IQ4_XS block must be 136 bytes");
+
+/* The 16 levels of IQ4_NL and IQ4_XS, in increasing order. */
+extern const int8_t NURI_IQ4_VALUES[16];
+
+/* The reference conversions and dot products of these types (quant_k.c);
+ * the traits table points at them. Same contracts as the traits' fields. */
+void nuri_dequantize_q2_k(const void *src, float *dst, int64_t n);
+void nuri_dequantize_q3_k(const void *src, float *dst, int64_t n);
+void nuri_dequantize_q4_k(const void *src, float *dst, int64_t n);
+void nuri_dequantize_q5_k(const void *src, float *dst, int64_t n);
+void nuri_dequantize_q6_k(const void *src, float *dst, int64_t n);
+void nuri_dequantize_q8_k(const void *src, float *dst, int64_t n);
+void nuri_dequantize_iq4_nl(const void *src, float *dst, int64_t n);
+void nuri_dequantize_iq4_xs(const void *src, float *dst, int64_t n);
+void nuri_quantize_q2_k(const float *src, void *dst, int64_t n);
+void nuri_quantize_q3_k(const float *src, void *dst, int64_t n);
+void nuri_quantize_q4_k(const float *src, void *dst, int64_t n);
+void nuri_quantize_q5_k(const float *src, void *dst, int64_t n);
+void nuri_quantize_q6_k(const float *src, void *dst, int64_t n);
+void nuri_quantize_q8_k(const float *src, void *dst, int64_t n);
+void nuri_quantize_iq4_nl(const float *src, void *dst, int64_t n);
+void nuri_quantize_iq4_xs(const float *src, void *dst, int64_t n);
+void nuri_vec_dot_q2_k_q8_k(int64_t n, float *result, const void *x, const void *y);
+void nuri_vec_dot_q3_k_q8_k(int64_t n, float *result, const void *x, const void *y);
+void nuri_vec_dot_q4_k_q8_k(int64_t n, float *result, const void *x, const void *y);
+void nuri_vec_dot_q5_k_q8_k(int64_t n, float *result, const void *x, const void *y);
+void nuri_vec_dot_q6_k_q8_k(int64_t n, float *result, const void *x, const void *y);
+void nuri_vec_dot_iq4_nl_q8_0(int64_t n, float *result, const void *x, const void *y);
+void nuri_vec_dot_iq4_xs_q8_k(int64_t n, float *result, const void *x, const void *y);
+
 /* ---- Row conversions ---------------------------------------------------- */
 
 /* Quantizes n floats into a row of type (its from_float). Does nothing when
