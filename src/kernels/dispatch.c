@@ -1,6 +1,7 @@
 /* dispatch.c — which kernels run: the CPU's features (cpuid, and xgetbv for
- * whether the OS saves the wide registers), the NURI_ISA override, and one
- * table per level composed from the level files, built once. */
+ * whether the OS saves the wide registers, on x86-64; the hwcaps the Linux
+ * kernel reports, on aarch64), the NURI_ISA override, and one table per
+ * level composed from the level files, built once. */
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,13 +12,23 @@
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 #include "kernels/kernels_impl.h"
 
-static const char *const isa_names[NURI_ISA_COUNT] = {"scalar", "avx2", "avx512"};
-
+/* Every level has its name on every architecture (NURI_ISA_COUNT has none). */
 const char *nuri_isa_name(nuri_isa isa) {
-    return (unsigned)isa < NURI_ISA_COUNT ? isa_names[isa] : "unknown";
+    switch (isa) {
+    case NURI_ISA_SCALAR: return "scalar";
+    case NURI_ISA_AVX2: return "avx2";
+    case NURI_ISA_AVX512: return "avx512";
+    case NURI_ISA_NEON: return "neon";
+    case NURI_ISA_DOTPROD: return "dotprod";
+    case NURI_ISA_I8MM: return "i8mm";
+    default: return "unknown";
+    }
 }
 
 /* ---- CPU features ------------------------------------------------------------ */
@@ -51,22 +62,52 @@ static nuri_isa detect_x86(void) {
 }
 #endif
 
+#if defined(__aarch64__)
+/* Linux's hwcap bits (asm/hwcap.h; the same on Android), spelled out for C
+ * libraries whose headers predate them. */
+#define ARM_HWCAP_ASIMD (1ul << 1)
+#define ARM_HWCAP_ASIMDDP (1ul << 20)
+#define ARM_HWCAP2_I8MM (1ul << 13)
+#ifndef AT_HWCAP2
+#define AT_HWCAP2 26
+#endif
+
+/* The kernel, not the CPU ID registers, says what user space may use (it
+ * hides features it does not support). Cores with i8mm all have dotprod,
+ * but both are checked because the i8mm file uses both. Without hwcaps
+ * (not Linux) only the Advanced SIMD every Armv8-A core has is assumed. */
+static nuri_isa detect_arm(void) {
+#if defined(__linux__)
+    const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
+    if (!(hwcap & ARM_HWCAP_ASIMD)) return NURI_ISA_SCALAR;
+    if (!(hwcap & ARM_HWCAP_ASIMDDP)) return NURI_ISA_NEON;
+    if (!(hwcap2 & ARM_HWCAP2_I8MM)) return NURI_ISA_DOTPROD;
+    return NURI_ISA_I8MM;
+#else
+    return NURI_ISA_NEON;
+#endif
+}
+#endif
+
 /* ---- The level in use ---------------------------------------------------------- */
 
 nuri_isa nuri_isa_resolve(nuri_isa cpu_best, const char *request, char *warning,
                           size_t warning_size) {
     if (warning_size) warning[0] = '\0';
     if (!request || !request[0]) return cpu_best;
+    const char *best_name = nuri_isa_name(cpu_best);
+    char known[64] = "";
     for (int isa = 0; isa < NURI_ISA_COUNT; isa++) {
-        if (strcasecmp(request, isa_names[isa]) != 0) continue;
+        const char *name = nuri_isa_name((nuri_isa)isa);
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", isa ? ", " : "", name);
+        if (strcasecmp(request, name) != 0) continue;
         if (isa <= (int)cpu_best) return (nuri_isa)isa;
         snprintf(warning, warning_size, "NURI_ISA=%s: this CPU supports at most %s; using %s",
-                 request, isa_names[cpu_best], isa_names[cpu_best]);
+                 request, best_name, best_name);
         return cpu_best;
     }
-    snprintf(warning, warning_size,
-             "NURI_ISA=%.40s is not one of scalar, avx2, avx512; using %s", request,
-             isa_names[cpu_best]);
+    snprintf(warning, warning_size, "NURI_ISA=%.40s is not one of %s; using %s", request, known,
+             best_name);
     return cpu_best;
 }
 
@@ -92,6 +133,8 @@ static void overlay(nuri_kernel *table, void (*fill)(nuri_kernel *)) {
 static void build_tables(void) {
 #if defined(__x86_64__)
     cpu_best = detect_x86();
+#elif defined(__aarch64__)
+    cpu_best = detect_arm();
 #else
     cpu_best = NURI_ISA_SCALAR;
 #endif
@@ -99,9 +142,22 @@ static void build_tables(void) {
         nuri_kernel *table = tables[isa];
         overlay(table, nuri_kernels_fill_scalar);
 #if defined(__x86_64__)
-        if (isa >= NURI_ISA_AVX2) overlay(table, nuri_kernels_fill_avx2);
-        if (isa >= NURI_ISA_AVX512) overlay(table, nuri_kernels_fill_avx512);
+        if (isa >= NURI_ISA_AVX2) {
+            overlay(table, nuri_kernels_fill_avx2);
+            overlay(table, nuri_kernels_fill_avx2_k);
+        }
+        if (isa >= NURI_ISA_AVX512) {
+            overlay(table, nuri_kernels_fill_avx512);
+            overlay(table, nuri_kernels_fill_avx512_k);
+        }
 #endif
+#if defined(__aarch64__)
+        if (isa >= NURI_ISA_NEON) overlay(table, nuri_kernels_fill_neon);
+        if (isa >= NURI_ISA_DOTPROD) overlay(table, nuri_kernels_fill_dotprod);
+        if (isa >= NURI_ISA_I8MM) overlay(table, nuri_kernels_fill_i8mm);
+#endif
+        /* IQ4_NL takes Q8_0 activations: the level's Q8_0 quantizer. */
+        table[NURI_TYPE_IQ4_NL].quantize = table[NURI_TYPE_Q8_0].quantize;
     }
     char warning[160];
     selected = nuri_isa_resolve(cpu_best, getenv("NURI_ISA"), warning, sizeof warning);

@@ -2,10 +2,12 @@
  * run time for the CPU it runs on.
  *
  * The scalar reference in quant/quant.c defines every result; each ISA file
- * (kernels_avx2.c, kernels_avx512.c, later Arm) implements the same
+ * (kernels_avx2.c, kernels_avx512.c on x86-64; kernels_neon.c,
+ * kernels_dotprod.c, kernels_i8mm.c on aarch64) implements the same
  * functions faster and is tested against the reference on random data. Only
  * the ISA files are compiled with ISA flags, and they are only called after
- * cpu_features says the CPU has them, so one binary runs on any x86-64. */
+ * dispatch.c has seen the CPU has them (cpuid/xgetbv on x86-64, the kernel's
+ * hwcaps on aarch64), so one binary runs on any x86-64 or any Armv8-A. */
 #ifndef NURI_KERNELS_H
 #define NURI_KERNELS_H
 
@@ -14,17 +16,32 @@
 
 #include "quant/quant.h"
 
-/* Instruction-set levels, in increasing order on each architecture. */
+/* Instruction-set levels, in increasing order on each architecture: the
+ * levels of the architecture being compiled for come first (below
+ * NURI_ISA_COUNT); the other architecture's levels follow it, named so that
+ * portable code may mention them, but never available. */
 typedef enum {
     NURI_ISA_SCALAR = 0,
+#if defined(__aarch64__)
+    NURI_ISA_NEON,    /* Advanced SIMD, which every Armv8-A core has */
+    NURI_ISA_DOTPROD, /* + SDOT/UDOT (FEAT_DotProd, Armv8.2 and later) */
+    NURI_ISA_I8MM,    /* + SMMLA (FEAT_I8MM, Armv8.6 and later) */
+    NURI_ISA_COUNT,
+    NURI_ISA_AVX2,
+    NURI_ISA_AVX512,
+#else
     NURI_ISA_AVX2,   /* AVX2 + FMA + F16C */
     NURI_ISA_AVX512, /* AVX-512 F/BW/VL + VNNI */
-    NURI_ISA_COUNT
+    NURI_ISA_COUNT,
+    NURI_ISA_NEON,
+    NURI_ISA_DOTPROD,
+    NURI_ISA_I8MM,
+#endif
 } nuri_isa;
 
 const char *nuri_isa_name(nuri_isa isa);
 
-/* The best level this CPU (and OS: xgetbv) supports. */
+/* The best level this CPU (and OS: xgetbv on x86-64) supports. */
 nuri_isa nuri_cpu_best_isa(void);
 
 /* Products of a block of weight rows with a block of activation rows:
@@ -65,9 +82,10 @@ typedef struct {
 const nuri_kernel *nuri_kernels_for(uint32_t type);
 
 /* The level in use: the best the CPU has, unless NURI_ISA (scalar, avx2,
- * avx512) in the environment asks for a lower one. Decided once, thread-
- * safely; a level above the CPU's or an unknown name gives the best one
- * with a one-line warning on stderr. */
+ * avx512 on x86-64; scalar, neon, dotprod, i8mm on aarch64) in the
+ * environment asks for a lower one. Decided once, thread-safely; a level
+ * above the CPU's or an unknown name gives the best one with a one-line
+ * warning on stderr. */
 nuri_isa nuri_kernels_isa(void);
 
 /* The kernels of a specific level (for tests and benchmarks); NULL if this

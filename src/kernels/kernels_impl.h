@@ -17,6 +17,18 @@ void nuri_kernels_fill_scalar(nuri_kernel table[NURI_TYPE_COUNT]);
  * compiled with its instruction set). */
 void nuri_kernels_fill_avx2(nuri_kernel table[NURI_TYPE_COUNT]);
 void nuri_kernels_fill_avx512(nuri_kernel table[NURI_TYPE_COUNT]);
+/* The K-quant and IQ4 kernels of each level (kernels_avx2_k.c,
+ * kernels_avx512_k.c), filled after the level's main file. */
+void nuri_kernels_fill_avx2_k(nuri_kernel table[NURI_TYPE_COUNT]);
+void nuri_kernels_fill_avx512_k(nuri_kernel table[NURI_TYPE_COUNT]);
+#endif
+#if defined(__aarch64__)
+/* The same for aarch64: kernels_neon.c (baseline Armv8-A, also the
+ * activation quantizers and float formats of the levels above),
+ * kernels_dotprod.c (+dotprod), kernels_i8mm.c (+dotprod+i8mm). */
+void nuri_kernels_fill_neon(nuri_kernel table[NURI_TYPE_COUNT]);
+void nuri_kernels_fill_dotprod(nuri_kernel table[NURI_TYPE_COUNT]);
+void nuri_kernels_fill_i8mm(nuri_kernel table[NURI_TYPE_COUNT]);
 #endif
 
 /* The level to use, given the best the CPU supports and the value of

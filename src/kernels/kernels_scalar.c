@@ -33,6 +33,13 @@ SCALAR_GEMM(q4_1, NURI_TYPE_Q4_1)
 SCALAR_GEMM(q5_0, NURI_TYPE_Q5_0)
 SCALAR_GEMM(q5_1, NURI_TYPE_Q5_1)
 SCALAR_GEMM(q8_0, NURI_TYPE_Q8_0)
+SCALAR_GEMM(q2_k, NURI_TYPE_Q2_K)
+SCALAR_GEMM(q3_k, NURI_TYPE_Q3_K)
+SCALAR_GEMM(q4_k, NURI_TYPE_Q4_K)
+SCALAR_GEMM(q5_k, NURI_TYPE_Q5_K)
+SCALAR_GEMM(q6_k, NURI_TYPE_Q6_K)
+SCALAR_GEMM(iq4_nl, NURI_TYPE_IQ4_NL)
+SCALAR_GEMM(iq4_xs, NURI_TYPE_IQ4_XS)
 
 static const struct {
     nuri_type type;
@@ -41,6 +48,9 @@ static const struct {
     {NURI_TYPE_F32, gemm_f32},   {NURI_TYPE_F16, gemm_f16},   {NURI_TYPE_BF16, gemm_bf16},
     {NURI_TYPE_Q4_0, gemm_q4_0}, {NURI_TYPE_Q4_1, gemm_q4_1}, {NURI_TYPE_Q5_0, gemm_q5_0},
     {NURI_TYPE_Q5_1, gemm_q5_1}, {NURI_TYPE_Q8_0, gemm_q8_0},
+    {NURI_TYPE_Q2_K, gemm_q2_k}, {NURI_TYPE_Q3_K, gemm_q3_k}, {NURI_TYPE_Q4_K, gemm_q4_k},
+    {NURI_TYPE_Q5_K, gemm_q5_k}, {NURI_TYPE_Q6_K, gemm_q6_k}, {NURI_TYPE_IQ4_NL, gemm_iq4_nl},
+    {NURI_TYPE_IQ4_XS, gemm_iq4_xs},
 };
 
 void nuri_kernels_fill_scalar(nuri_kernel table[NURI_TYPE_COUNT]) {

@@ -39,9 +39,15 @@ const char *test_tmp_path(const char *name);
 /* Runs argv (argv[0] a path) with stdin_data on its standard input and
  * collects stdout and stderr (malloc'ed, NUL-terminated; either out pointer
  * may be NULL). Returns the exit status, 128+signal if killed, -1 if it could
- * not be started. A 60 s alarm kills a hung child. */
+ * not be started. A 60 s alarm kills a hung child. Started with test_execv. */
 int test_run(const char *const *argv, const char *stdin_data, size_t stdin_len, char **out,
              char **err);
+
+/* execv(argv[0], argv), except that with NURI_TEST_WRAPPER set (an emulator
+ * command line such as "qemu-aarch64 -cpu cortex-a53", split at spaces) an
+ * executable built for this test's own machine runs through it; scripts and
+ * host programs run directly. Returns only if the exec failed. */
+void test_execv(const char *const *argv);
 
 /* The nuri executable under test ($NURI_BIN), or NULL after a SKIP line. */
 const char *test_nuri_bin(void);
