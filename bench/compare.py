@@ -108,12 +108,12 @@ def test_name(result):
     return "pp%d+tg%d" % (result.get("n_prompt", 0), result.get("n_gen", 0))
 
 
-def bench_once(engine, exe, model, common, rnd):
+def bench_once(engine, exe, model, common, kv_type, rnd):
     """One invocation of an engine; returns its records."""
     if engine == "nuri":
-        out, other = run([exe, "bench", "-m", model, "--json"] + common)
+        out, other = run([exe, "bench", "-m", model, "--json", "--kv-type", kv_type] + common)
     else:
-        out, other = run([exe, "-m", model, "-o", "json"] + common)
+        out, other = run([exe, "-m", model, "-o", "json", "-ctk", kv_type, "-ctv", kv_type] + common)
     try:
         results = json.loads(out)
     except json.JSONDecodeError as e:
@@ -224,6 +224,8 @@ def main():
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("-r", "--reps", type=int, default=5, help="repetitions per invocation")
+    ap.add_argument("--kv-type", default="f16", choices=["f16", "f32"],
+                    help="KV cache type for both engines (default f16, llama-bench's default)")
     ap.add_argument("--rounds", type=int, default=3, help="(counted) runs of each engine per model")
     ap.add_argument("--max-rounds", type=int, default=0, help="with --quiet: the most rounds per model "
                     "(default 3 x --rounds)")
@@ -268,7 +270,7 @@ def main():
             for engine in ("nuri", "llama.cpp"):
                 if args.settle > 0:
                     settle(args.settle, args.settle_timeout)
-                recs = bench_once(engine, exes[engine], model, common, rnd)
+                recs = bench_once(engine, exes[engine], model, common, args.kv_type, rnd)
                 records.extend(recs)
                 if recs and all(counted(r, args.quiet) for r in recs):
                     done[engine] += 1

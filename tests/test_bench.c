@@ -346,7 +346,7 @@ static void check_bench(const char *model) {
     free(err);
 
     const char *argv_json[] = {bin, "bench", "-m", model, "-p", "8", "-n", "4", "-r", "2", "-t", "1",
-                               "--json", NULL};
+                               "--kv-type", "f32", "--json", NULL};
     rc = run(argv_json, &out, &err);
     CHECK(rc == 0, "bench --json exit %d: %s", rc, err);
     json_error_t jerr;
@@ -363,6 +363,8 @@ static void check_bench(const char *model) {
         CHECK(json_integer_value(json_object_get(o, "n_gen")) == n_gen[i], "json[%zu].n_gen", i);
         CHECK(json_integer_value(json_object_get(o, "n_threads")) == 1, "json[%zu].n_threads", i);
         CHECK(json_integer_value(json_object_get(o, "reps")) == 2, "json[%zu].reps", i);
+        const char *type_k = json_string_value(json_object_get(o, "type_k"));
+        CHECK(type_k && !strcmp(type_k, "f32"), "json[%zu].type_k follows --kv-type", i);
         CHECK(json_is_array(samples) && json_array_size(samples) == 2, "json[%zu].samples_ts has 2", i);
         double avg = json_number_value(json_object_get(o, "avg_ts"));
         double s0 = json_number_value(json_array_get(samples, 0)), s1 = json_number_value(json_array_get(samples, 1));
@@ -400,6 +402,7 @@ static void check_errors(const char *model) {
         {"bench", "-m", model, "-r", "0", NULL},
         {"bench", "-m", model, "-t", NULL},
         {"bench", "-m", model, "--frobnicate", NULL},
+        {"bench", "-m", model, "--kv-type", "q8", NULL},
         {"bench", "-m", "/nonexistent/model.gguf", "-p", "1", "-n", "1", NULL},
         {"mkmodel", "--type", "Q4_0", "-o", "/tmp/x.gguf", NULL},
         {"mkmodel", "--shape", "huge", "--type", "Q4_0", "-o", "/tmp/x.gguf", NULL},

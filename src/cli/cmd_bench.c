@@ -39,6 +39,7 @@ static const char *bench_usage =
     "  -t, --threads N         threads (default: physical cores)\n"
     "  -r, --repetitions R     repetitions of each test (default 5)\n"
     "  -b, --batch-size B      the context's batch size (default 512)\n"
+    "      --kv-type f16|f32   KV cache element type (default f16, as llama-bench)\n"
     "      --json              print a JSON array of results instead of the table\n"
     "  -h, --help              this help\n";
 
@@ -213,7 +214,7 @@ static void print_table_row(const model_info *info, int n_threads, const bench_t
 }
 
 static json_t *test_json(const model_info *info, const char *path, int n_threads, int n_batch,
-                         int reps, const bench_test *t) {
+                         const char *kv_type, int reps, const bench_test *t) {
     json_t *o = json_object(), *ns = json_array(), *tps = json_array();
     if (!o || !ns || !tps) {
         json_decref(o);
@@ -234,6 +235,8 @@ static json_t *test_json(const model_info *info, const char *path, int n_threads
     json_object_set_new(o, "type", json_string(info->type));
     json_object_set_new(o, "n_threads", json_integer(n_threads));
     json_object_set_new(o, "n_batch", json_integer(n_batch));
+    json_object_set_new(o, "type_k", json_string(kv_type));
+    json_object_set_new(o, "type_v", json_string(kv_type));
     json_object_set_new(o, "test", json_string(t->name));
     json_object_set_new(o, "n_prompt", json_integer(t->n_prompt));
     json_object_set_new(o, "n_gen", json_integer(t->n_gen));
@@ -248,7 +251,7 @@ static json_t *test_json(const model_info *info, const char *path, int n_threads
 /* ---- Command ------------------------------------------------------------- */
 
 int cmd_bench(int argc, char **argv) {
-    const char *model_path = NULL, *tokenizer_path = NULL;
+    const char *model_path = NULL, *tokenizer_path = NULL, *kv_type = "f16";
     long n_prompt = 512, n_gen = 128, n_threads = 0, reps = 5, n_batch = 512;
     bool as_json = false;
     for (int i = 1; i < argc; i++) {
@@ -264,12 +267,15 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) ok = cli_take_int(argc, argv, &i, 1, 512, &n_threads);
         else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) ok = cli_take_int(argc, argv, &i, 1, 1000, &reps);
         else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) ok = cli_take_int(argc, argv, &i, 1, 1 << 16, &n_batch);
+        else if (!strcmp(a, "--kv-type")) ok = cli_take_str(argc, argv, &i, &kv_type);
         else if (!strcmp(a, "--json")) as_json = true;
         else return cli_error("bench: unknown option '%s' (see nuri bench --help)", a);
         if (!ok) return 1;
     }
     if (!model_path) return cli_error("bench: no model given (-m FILE); see nuri bench --help");
     if (n_prompt == 0 && n_gen == 0) return cli_error("bench: -p and -n are both 0: nothing to measure");
+    if (strcmp(kv_type, "f16") && strcmp(kv_type, "f32"))
+        return cli_error("bench: --kv-type must be f16 or f32, got '%s'", kv_type);
 
     int status = 1;
     model_info info;
@@ -286,11 +292,12 @@ int cmd_bench(int argc, char **argv) {
     if (!model) goto done;
     read_model_info(model_path, &info);
 
-    /* Room for the longer test, as llama-bench sizes its context. */
+    /* Room for P + N positions, as llama-bench sizes its context. */
     nuri_context_params cp = nuri_context_default_params();
     cp.n_ctx = (int32_t)(n_prompt + n_gen);
     cp.n_batch = (int32_t)n_batch;
     cp.n_threads = (int32_t)n_threads;
+    cp.kv_type = strcmp(kv_type, "f16") ? NURI_KV_F32 : NURI_KV_F16;
     nuri_error err;
     if (nuri_context_create(model, &cp, &ctx, &err) != NURI_OK) {
         cli_error("bench: %s", err.message);
@@ -346,7 +353,7 @@ int cmd_bench(int argc, char **argv) {
         }
         summarize(t, (int)reps);
         if (as_json) {
-            json_t *o = test_json(&info, model_path, threads_used, (int)n_batch, (int)reps, t);
+            json_t *o = test_json(&info, model_path, threads_used, (int)n_batch, kv_type, (int)reps, t);
             if (!o || json_array_append_new(results, o) != 0) {
                 cli_error("bench: out of memory");
                 goto done;
