@@ -38,55 +38,7 @@
 #include "core/util.h"
 #include "kernels/kernels_impl.h"
 
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-
-/* ---- Small helpers ------------------------------------------------------ */
-
-static inline int min_int(int a, int b) { return a < b ? a : b; }
-
-/* Four 16-byte rows as the 128-bit lanes of one vector. */
-ALWAYS_INLINE __m512i join4(const uint8_t *a, const uint8_t *b, const uint8_t *c, const uint8_t *d) {
-    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(const void *)a));
-    v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(const void *)b), 1);
-    v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(const void *)c), 2);
-    return _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(const void *)d), 3);
-}
-
-/* Reads 16 bytes at p + r*stride for the 16 rows r and transposes them:
- * lane r of out[j] is the j-th dword of row r. */
-ALWAYS_INLINE void load_16x4(const uint8_t *p, size_t stride, __m512i out[4]) {
-#define ROW(i) (p + (size_t)(i) * stride)
-    const __m512i a = join4(ROW(0), ROW(4), ROW(8), ROW(12));
-    const __m512i b = join4(ROW(1), ROW(5), ROW(9), ROW(13));
-    const __m512i c = join4(ROW(2), ROW(6), ROW(10), ROW(14));
-    const __m512i d = join4(ROW(3), ROW(7), ROW(11), ROW(15));
-#undef ROW
-    const __m512i ab_lo = _mm512_unpacklo_epi32(a, b), ab_hi = _mm512_unpackhi_epi32(a, b);
-    const __m512i cd_lo = _mm512_unpacklo_epi32(c, d), cd_hi = _mm512_unpackhi_epi32(c, d);
-    out[0] = _mm512_unpacklo_epi64(ab_lo, cd_lo);
-    out[1] = _mm512_unpackhi_epi64(ab_lo, cd_lo);
-    out[2] = _mm512_unpacklo_epi64(ab_hi, cd_hi);
-    out[3] = _mm512_unpackhi_epi64(ab_hi, cd_hi);
-}
-
-/* The dword at p + r*stride in lane r, for the 16 rows r. */
-ALWAYS_INLINE __m512i gather_dwords(const uint8_t *p, size_t stride) {
-    if (stride <= (size_t)INT32_MAX / 16) {
-        const __m512i index = _mm512_mullo_epi32(
-            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-            _mm512_set1_epi32((int)stride));
-        return _mm512_i32gather_epi32(index, p, 1);
-    }
-    alignas(64) uint32_t v[16];
-    for (int i = 0; i < 16; i++) v[i] = nuri_load_u32(p + (size_t)i * stride);
-    return _mm512_load_si512(v);
-}
-
-/* Lane-wise half floats: the low or the high 16 bits of each dword. */
-ALWAYS_INLINE __m512 halves_lo(__m512i v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)); }
-ALWAYS_INLINE __m512 halves_hi(__m512i v) {
-    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
-}
+#include "kernels/kernels_avx512_common.h"
 
 /* ---- Packed rows -------------------------------------------------------------
  *

@@ -22,8 +22,8 @@
 #include "model/model.h"
 #include "quant/quant.h"
 
-/* Tokens per attention task. */
-#define ATT_TOKENS 32
+/* Query rows (tokens x heads sharing a KV head) per attention task. */
+#define ATT_ROWS 32
 /* Threads split weight rows at multiples of this (the kernels' row tile). */
 #define ROW_ALIGN 32
 
@@ -48,7 +48,9 @@ struct nuri_context {
     float *att;    /* attention output, n x q_dim */
     float *gate;   /* n x n_ff */
     float *up;     /* n x n_ff */
-    float *scores; /* per thread: ATT_TOKENS x n_ctx */
+    float *scores;  /* per thread: att_rows_cap x n_ctx */
+    float *att_q;   /* per thread: att_rows_cap x head_dim, a task's queries */
+    float *att_out; /* per thread: att_rows_cap x head_dim, a task's outputs */
     void *xq;      /* activations converted to a weight's vec_dot_type */
     size_t xq_row_cap;
 
@@ -85,6 +87,8 @@ void nuri_context_free(nuri_context *c) {
     free(c->gate);
     free(c->up);
     free(c->scores);
+    free(c->att_q);
+    free(c->att_out);
     free(c->xq);
     free(c->logits);
     free(c->logits_row);
@@ -92,6 +96,19 @@ void nuri_context_free(nuri_context *c) {
     free(c->pos_buf);
     free(c->n_past);
     free(c);
+}
+
+/* Tokens per attention task: as many as keep its query rows within
+ * ATT_ROWS, at least one. */
+static int att_block_tokens(const nuri_hparams *hp) {
+    int group = hp->n_head / hp->n_head_kv;
+    return group >= ATT_ROWS ? 1 : ATT_ROWS / group;
+}
+
+/* The most query rows a task has. */
+static int att_rows_cap(const nuri_hparams *hp) {
+    int group = hp->n_head / hp->n_head_kv;
+    return group > ATT_ROWS ? group : ATT_ROWS;
 }
 
 static float *alloc_floats(size_t rows, size_t cols) {
@@ -152,13 +169,18 @@ nuri_status nuri_context_create(const nuri_model *m, const nuri_context_params *
     c->att = alloc_floats(nb, q_dim);
     c->gate = alloc_floats(nb, (size_t)hp->n_ff);
     c->up = alloc_floats(nb, (size_t)hp->n_ff);
-    c->scores = c->pool ? alloc_floats((size_t)nuri_pool_size(c->pool) * ATT_TOKENS, (size_t)p.n_ctx)
-                        : NULL;
+    if (c->pool) {
+        size_t rows = (size_t)nuri_pool_size(c->pool) * (size_t)att_rows_cap(hp);
+        c->scores = alloc_floats(rows, (size_t)p.n_ctx);
+        c->att_q = alloc_floats(rows, (size_t)hp->head_dim);
+        c->att_out = alloc_floats(rows, (size_t)hp->head_dim);
+    }
     /* Any activation type takes at most 4 bytes per element plus block headers. */
     c->xq_row_cap = widest * 4 + 64;
     c->xq = nuri_malloc_array(nb, c->xq_row_cap);
     if (!c->n_past || !c->pool || !c->k_cache || !c->v_cache || !c->rope_freqs || !c->x || !c->xb ||
-        !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up || !c->scores || !c->xq) {
+        !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up || !c->scores || !c->att_q ||
+        !c->att_out || !c->xq) {
         nuri_context_free(c);
         return nuri_fail(err, NURI_ERR_NOMEM, "out of memory creating a context of %d positions",
                          p.n_ctx);
@@ -376,9 +398,12 @@ static void run_rows(nuri_context *c, rows_op op, int n, int layer, const float 
 
 /* ---- Attention -------------------------------------------------------------------- */
 
-/* A task is (run of consecutive entries of one sequence, head, block of up
- * to ATT_TOKENS of those entries); threads take tasks from a shared counter
- * since causal blocks differ in cost. */
+/* A task is (block of consecutive entries of one sequence, KV head): the
+ * queries of every head that shares the KV head (grouped-query attention),
+ * for every token of the block, go through the keys and values together,
+ * so each cached row is read once per task instead of once per head. A
+ * block holds up to ATT_ROWS / group tokens. Threads take tasks from a
+ * shared counter since causal blocks differ in cost. */
 typedef struct {
     nuri_context *c;
     int layer, n;
@@ -395,22 +420,28 @@ static void attention_worker(void *arg, int ith, int nth) {
     const nuri_hparams *hp = &c->model->hp;
     int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
     size_t q_dim = (size_t)hp->n_head * hd;
-    float *scores = c->scores + (size_t)ith * ATT_TOKENS * c->n_ctx;
+    size_t rows_cap = (size_t)att_rows_cap(hp);
+    float *scores = c->scores + (size_t)ith * rows_cap * c->n_ctx;
+    float *qg = c->att_q + (size_t)ith * rows_cap * hd, *og = c->att_out + (size_t)ith * rows_cap * hd;
     const nuri_kernel *kk = nuri_kernels_for(c->kv_type);
-    int n_tasks = j->n_blocks * hp->n_head;
+    int n_tasks = j->n_blocks * hp->n_head_kv;
     for (int task; (task = atomic_fetch_add(&j->next_task, 1)) < n_tasks;) {
-        int b = task / hp->n_head, h = task % hp->n_head;
-        int t0 = j->block_start[b], nt = j->block_len[b];
+        int b = task / hp->n_head_kv, g = task % hp->n_head_kv;
+        int t0 = j->block_start[b], nt = j->block_len[b], rows = nt * group;
         int32_t seq = c->seq[t0];
         int len = c->pos[t0 + nt - 1] + 1; /* positions the block's last token sees */
-        size_t kv_off = (size_t)(h / group) * hd;
-        /* scores[t][p] = k_p . q_t for every p < len */
+        size_t kv_off = (size_t)g * hd;
+        /* Row t*group + i of qg: the query of head g*group + i for token t0 + t. */
+        for (int t = 0; t < nt; t++)
+            memcpy(qg + (size_t)t * group * hd, c->q + (size_t)(t0 + t) * q_dim + kv_off * group,
+                   sizeof(float) * (size_t)group * hd);
+        /* scores[r][p] = k_p . q_r for every p < len */
         const char *keys = keys_at(c, j->layer, seq) + kv_off * c->kv_elem;
-        kk->gemm(hd, keys, (size_t)c->kv_dim * c->kv_elem, len, c->q + (size_t)t0 * q_dim + (size_t)h * hd,
-                 q_dim * sizeof(float), nt, scores, (size_t)len);
-        for (int t = 0; t < nt; t++) {
-            float *s = scores + (size_t)t * len;
-            int seen = c->pos[t0 + t] + 1; /* causal: later positions get weight 0 */
+        kk->gemm(hd, keys, (size_t)c->kv_dim * c->kv_elem, len, qg, (size_t)hd * sizeof(float), rows, scores,
+                 (size_t)len);
+        for (int r = 0; r < rows; r++) {
+            float *s = scores + (size_t)r * len;
+            int seen = c->pos[t0 + r / group] + 1; /* causal: later positions get weight 0 */
             float max = -INFINITY;
             for (int p = 0; p < seen; p++) max = s[p] > max ? s[p] : max;
             float sum = 0.0f;
@@ -422,19 +453,23 @@ static void attention_worker(void *arg, int ith, int nth) {
             for (int p = 0; p < seen; p++) s[p] *= inv;
             for (int p = seen; p < len; p++) s[p] = 0.0f;
         }
-        /* out[t][i] = sum_p s[t][p] v_p[i]: values are stored transposed, so
+        /* out[r][i] = sum_p s[r][p] v_p[i]: values are stored transposed, so
          * this is again rows (one per output dimension) times tokens. */
         const char *vt = values_at(c, j->layer, seq) + kv_off * c->n_ctx * c->kv_elem;
-        kk->gemm(len, vt, (size_t)c->n_ctx * c->kv_elem, hd, scores, (size_t)len * sizeof(float), nt,
-                 c->att + (size_t)t0 * q_dim + (size_t)h * hd, q_dim);
+        kk->gemm(len, vt, (size_t)c->n_ctx * c->kv_elem, hd, scores, (size_t)len * sizeof(float), rows, og,
+                 (size_t)hd);
+        for (int t = 0; t < nt; t++)
+            memcpy(c->att + (size_t)(t0 + t) * q_dim + kv_off * group, og + (size_t)t * group * hd,
+                   sizeof(float) * (size_t)group * hd);
     }
 }
 
 static void attention(nuri_context *c, int layer, int n, int *block_start, int *block_len) {
     attention_job j = {c, layer, n, 0, block_start, block_len, 0};
+    int max_tokens = att_block_tokens(&c->model->hp);
     for (int t = 0; t < n;) {
         int run = 1;
-        while (t + run < n && c->seq[t + run] == c->seq[t] && run < ATT_TOKENS) run++;
+        while (t + run < n && c->seq[t + run] == c->seq[t] && run < max_tokens) run++;
         block_start[j.n_blocks] = t;
         block_len[j.n_blocks++] = run;
         t += run;
