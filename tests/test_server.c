@@ -894,6 +894,45 @@ static void check_shutdown(server_proc *s) {
     if (probe >= 0) close(probe);
 }
 
+/* The command line's sampling options are the defaults of requests that
+ * leave them out; --seed makes unseeded requests repeatable. */
+static void check_command_line_defaults(void) {
+    server_proc s;
+    const char *args[] = {"--seed", "5", "--temp", "1.5", "--top-k", "0", "--min-p", "0", NULL};
+    if (!server_start(&s, "server-defaults.log", args)) {
+        CHECK(0, "nuri serve --seed 5 --temp 1.5 did not start");
+        return;
+    }
+    const char *unseeded = "{\"prompt\":\"Once\",\"max_tokens\":24,\"ignore_eos\":true}";
+    const char *seeded = "{\"prompt\":\"Once\",\"max_tokens\":24,\"ignore_eos\":true,\"seed\":5}";
+    const char *greedy = "{\"prompt\":\"Once\",\"max_tokens\":24,\"ignore_eos\":true,\"temperature\":0}";
+    http_reply a = http(s.port, "POST", "/v1/completions", unseeded);
+    http_reply b = http(s.port, "POST", "/v1/completions", unseeded);
+    http_reply c = http(s.port, "POST", "/v1/completions", seeded);
+    http_reply g = http(s.port, "POST", "/v1/completions", greedy);
+    CHECK(a.status == 200 && b.status == 200 && c.status == 200 && g.status == 200, "statuses %d %d %d %d",
+          a.status, b.status, c.status, g.status);
+    CHECK(!strcmp(completion_text(&a), completion_text(&b)), "--seed: unseeded requests repeat: '%s' vs '%s'",
+          completion_text(&a), completion_text(&b));
+    CHECK(!strcmp(completion_text(&a), completion_text(&c)), "--seed 5 equals \"seed\": 5: '%s' vs '%s'",
+          completion_text(&a), completion_text(&c));
+    /* Temperature 1.5 without top-k or min-p over 24 tokens leaves greedy text. */
+    CHECK(strcmp(completion_text(&a), completion_text(&g)) != 0, "--temp 1.5 applies: '%s' equals greedy",
+          completion_text(&a));
+    reply_free(&a);
+    reply_free(&b);
+    reply_free(&c);
+    reply_free(&g);
+    int rc = server_stop(&s, SIGTERM, NULL);
+    CHECK(rc == 0, "defaults server: SIGTERM exit status %d", rc);
+
+    const char *bad_kv[] = {"--kv-type", "q8", NULL};
+    CHECK(!server_start(&s, "server-bad-kv.log", bad_kv), "serve --kv-type q8 is refused");
+    char *log = test_read_file(s.log, NULL);
+    CHECK(log && strstr(log, "--kv-type must be f32 or f16"), "--kv-type q8 error: %s", log ? log : "(none)");
+    free(log);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     bin = test_nuri_bin();
@@ -932,6 +971,7 @@ int main(void) {
         CHECK(0, "nuri serve -c 4096 did not start");
     }
     check_template_errors();
+    check_command_line_defaults();
     json_decref(last_slots);
     nuri_model_free(model);
     return test_finish();

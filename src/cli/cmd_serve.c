@@ -24,11 +24,6 @@ static const char *serve_usage =
     "      --host ADDR           address to listen on (default 127.0.0.1; 0.0.0.0 for all)\n"
     "      --port N              port (default 8080; 0: any free port, printed at start)\n"
     "  -np, --parallel N         slots: requests generated at the same time (default 4)\n"
-    "  -c, --ctx-size N          context length of EACH slot, prompt and reply together\n"
-    "                            (default: min(model's, 4096)); memory grows with N x slots\n"
-    "  -b, --batch-size N        batch entries per step (default 512)\n"
-    "  -t, --threads N           threads (default: physical cores)\n"
-    "      --kv-type f32|f16     KV cache element type (default f32)\n"
     "      --queue N             requests that may wait for a slot; more get 503 (default 64)\n"
     "      --api-key KEY         require 'Authorization: Bearer KEY' (GET /health stays open)\n"
     "      --chat-template NAME  built-in chat format: llama2, llama3, chatml, mistral, gemma,\n"
@@ -37,78 +32,38 @@ static const char *serve_usage =
     "      --alias NAME          model name in replies (default: the file's name)\n"
     "      --max-body-size N     largest request body in bytes (default 8388608)\n"
     "      --timeout S           close connections idle for S seconds (default 600)\n"
-    "      --temp T, --top-k K, --top-p P, --min-p P\n"
-    "                            sampling defaults for requests that leave them out\n"
-    "                            (default 0.8, 40, 0.95, 0.05)\n"
     "  -v, --verbose             log every request on stderr\n"
-    "  -h, --help                this help\n";
-
-static char *read_file_text(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 14, n = 0, got;
-    char *buf = malloc(cap);
-    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            char *nb = cap < (1u << 26) ? realloc(buf, cap *= 2) : NULL;
-            if (!nb) free(buf);
-            buf = nb;
-        }
-    }
-    bool failed = ferror(f);
-    fclose(f);
-    if (failed) {
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
-static bool is_gguf(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char magic[4] = {0};
-    size_t got = fread(magic, 1, 4, f);
-    fclose(f);
-    return got == 4 && !memcmp(magic, "GGUF", 4);
-}
-
-/* A token's text with special tokens rendered (malloc'ed; NULL for -1). */
-static char *token_text(const nuri_model *m, nuri_token t) {
-    if (t < 0) return NULL;
-    size_t n = nuri_token_to_piece(m, t, true, NULL, 0);
-    char *s = malloc(n + 1);
-    if (!s) return NULL;
-    nuri_token_to_piece(m, t, true, s, n);
-    s[n] = 0;
-    return s;
-}
+    "  -h, --help                this help\n"
+    "\n"
+    "The context, batch and threads, and the sampling defaults for requests that\n"
+    "leave them out (-c is the context of EACH slot, prompt and reply together;\n"
+    "the cache's memory grows with it times the slots; without --seed every\n"
+    "request that gives no seed gets a random one):\n"
+    "%s";
 
 int cmd_serve(int argc, char **argv) {
     nuri_server_config cfg = nuri_server_default_config();
     const char *model_path = NULL, *tokenizer_path = NULL, *template_name = NULL, *template_file = NULL;
-    const char *kv_type = "f32", *alias = NULL;
-    long port = cfg.port, n_slots = cfg.n_slots, n_ctx = 0, n_batch = cfg.n_batch, n_threads = 0;
+    const char *alias = NULL;
+    long port = cfg.port, n_slots = cfg.n_slots;
     long queue = cfg.queue_max, max_body = (long)cfg.max_body, timeout = cfg.timeout_s;
-    long top_k = cfg.sampling.top_k;
-    double temp = cfg.sampling.temperature, top_p = cfg.sampling.top_p, min_p = cfg.sampling.min_p;
+    cli_gen_options gen;
+    cli_gen_defaults(&gen);
+    gen.n_batch = cfg.n_batch;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool ok = true;
+        int gen_rc = cli_gen_option(argc, argv, &i, &gen);
+        if (gen_rc < 0) return 1;
+        if (gen_rc > 0) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(serve_usage, stdout);
+            printf(serve_usage, cli_gen_usage);
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) ok = cli_take_str(argc, argv, &i, &model_path);
         else if (!strcmp(a, "--tokenizer")) ok = cli_take_str(argc, argv, &i, &tokenizer_path);
         else if (!strcmp(a, "--host")) ok = cli_take_str(argc, argv, &i, &cfg.host);
         else if (!strcmp(a, "--port")) ok = cli_take_int(argc, argv, &i, 0, 65535, &port);
         else if (!strcmp(a, "-np") || !strcmp(a, "--parallel")) ok = cli_take_int(argc, argv, &i, 1, 256, &n_slots);
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) ok = cli_take_int(argc, argv, &i, 0, 1 << 24, &n_ctx);
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) ok = cli_take_int(argc, argv, &i, 1, 1 << 16, &n_batch);
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) ok = cli_take_int(argc, argv, &i, 1, 512, &n_threads);
-        else if (!strcmp(a, "--kv-type")) ok = cli_take_str(argc, argv, &i, &kv_type);
         else if (!strcmp(a, "--queue")) ok = cli_take_int(argc, argv, &i, 0, 1 << 20, &queue);
         else if (!strcmp(a, "--api-key")) ok = cli_take_str(argc, argv, &i, &cfg.api_key);
         else if (!strcmp(a, "--chat-template")) ok = cli_take_str(argc, argv, &i, &template_name);
@@ -116,17 +71,12 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--alias")) ok = cli_take_str(argc, argv, &i, &alias);
         else if (!strcmp(a, "--max-body-size")) ok = cli_take_int(argc, argv, &i, 1024, 1L << 30, &max_body);
         else if (!strcmp(a, "--timeout")) ok = cli_take_int(argc, argv, &i, 0, 1L << 20, &timeout);
-        else if (!strcmp(a, "--temp")) ok = cli_take_float(argc, argv, &i, 0, 2, &temp);
-        else if (!strcmp(a, "--top-k")) ok = cli_take_int(argc, argv, &i, 0, 1000000, &top_k);
-        else if (!strcmp(a, "--top-p")) ok = cli_take_float(argc, argv, &i, 0, 1, &top_p);
-        else if (!strcmp(a, "--min-p")) ok = cli_take_float(argc, argv, &i, 0, 1, &min_p);
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) cfg.log_requests = true;
         else return cli_error("serve: unknown option '%s' (see nuri serve --help)", a);
         if (!ok) return 1;
     }
     if (!model_path) return cli_error("serve: no model given (-m FILE); see nuri serve --help");
-    if (strcmp(kv_type, "f32") && strcmp(kv_type, "f16"))
-        return cli_error("serve: --kv-type must be f32 or f16, got '%s'", kv_type);
+    if (!cli_gen_validate(&gen, "serve")) return 1;
     if (template_name && template_file)
         return cli_error("serve: give either --chat-template or --chat-template-file, not both");
     if (cfg.api_key && !cfg.api_key[0]) return cli_error("serve: --api-key must not be empty");
@@ -141,19 +91,19 @@ int cmd_serve(int argc, char **argv) {
     if (!model) goto done;
 
     /* The chat template and the BOS/EOS texts templates write. */
-    if (is_gguf(model_path)) {
+    if (cli_is_gguf(model_path)) {
         if (nuri_chat_gguf_info(model_path, template_file || template_name ? NULL : &source, &source_len, &bos,
                                 &eos, &err) != NURI_OK) {
             cli_error("serve: %s: %s", model_path, err.message);
             goto done;
         }
     } else {
-        bos = token_text(model, nuri_token_bos(model));
-        eos = token_text(model, nuri_token_eos(model));
+        bos = cli_token_text(model, nuri_token_bos(model));
+        eos = cli_token_text(model, nuri_token_eos(model));
     }
     if (template_file) {
         free(source);
-        if (!(source = read_file_text(template_file, &source_len))) {
+        if (!(source = cli_read_file(template_file, &source_len))) {
             cli_error("serve: cannot read %s", template_file);
             goto done;
         }
@@ -179,17 +129,16 @@ int cmd_serve(int argc, char **argv) {
     cfg.model_name = alias ? alias : base ? base + 1 : model_path;
     cfg.port = (int)port;
     cfg.n_slots = (int32_t)n_slots;
-    cfg.n_ctx = (int32_t)n_ctx;
-    cfg.n_batch = (int32_t)n_batch;
-    cfg.n_threads = (int32_t)n_threads;
+    nuri_context_params cp = cli_gen_context_params(&gen);
+    cfg.n_ctx = cp.n_ctx;
+    cfg.n_batch = cp.n_batch;
+    cfg.n_threads = cp.n_threads;
+    cfg.kv_type = cp.kv_type;
     cfg.queue_max = (int32_t)queue;
-    cfg.kv_type = strcmp(kv_type, "f16") ? NURI_KV_F32 : NURI_KV_F16;
     cfg.max_body = (size_t)max_body;
     cfg.timeout_s = (unsigned)timeout;
-    cfg.sampling.temperature = (float)temp;
-    cfg.sampling.top_k = (int32_t)top_k;
-    cfg.sampling.top_p = (float)top_p;
-    cfg.sampling.min_p = (float)min_p;
+    cfg.sampling = cli_gen_sampler_params(&gen);
+    cfg.seed = gen.seed;
 
     /* Every thread the server starts inherits this mask, so the signals
      * reach only the sigwait below. */

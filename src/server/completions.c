@@ -270,6 +270,8 @@ static bool parse_params(const srv_request *req, json_t *body, gen_params *p, sr
             return false;
         }
         p->sampling.seed = (uint64_t)json_integer_value(v);
+    } else if (srv->cfg.seed >= 0) {
+        p->sampling.seed = (uint64_t)srv->cfg.seed;
     } else {
         uint64_t seed = 0;
         if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)

@@ -364,6 +364,7 @@ nuri_server_config nuri_server_default_config(void) {
     c.max_connections = 512;
     c.sampling = nuri_sampler_default_params();
     c.sampling.temperature = 0.8f;
+    c.seed = -1;
     return c;
 }
 

@@ -43,7 +43,8 @@ typedef struct {
     size_t max_body;           /* request bodies above this get 413 (default 8 MiB) */
     unsigned timeout_s;        /* idle connections are closed after this (default 600) */
     unsigned max_connections;  /* connections beyond this are refused (default 512) */
-    nuri_sampler_params sampling; /* defaults for fields a request leaves out */
+    nuri_sampler_params sampling; /* defaults for fields a request leaves out (but the seed) */
+    int64_t seed;              /* seed of requests that give none; -1 (default): a random one each */
     bool log_requests;         /* one line per request on stderr */
 } nuri_server_config;
 
