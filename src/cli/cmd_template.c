@@ -41,55 +41,6 @@ static json_t *load_json(const char *path, const char *what) {
     return j;
 }
 
-static char *read_text_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = malloc(cap);
-    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            char *nb = cap < (1u << 28) ? realloc(buf, cap *= 2) : NULL;
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-            } else {
-                buf = nb;
-            }
-        }
-    }
-    bool failed = ferror(f);
-    fclose(f);
-    if (failed) {
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
-static bool is_gguf(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char magic[4] = {0};
-    size_t got = fread(magic, 1, 4, f);
-    fclose(f);
-    return got == 4 && !memcmp(magic, "GGUF", 4);
-}
-
-/* A token's text with special tokens rendered, malloc'ed (NULL for -1). */
-static char *piece(const nuri_model *m, nuri_token t) {
-    if (t < 0) return NULL;
-    char tmp[256];
-    size_t n = nuri_token_to_piece(m, t, true, tmp, sizeof tmp);
-    char *s = malloc(n + 1);
-    if (!s) return NULL;
-    if (n <= sizeof tmp) memcpy(s, tmp, n);
-    else nuri_token_to_piece(m, t, true, s, n);
-    s[n] = 0;
-    return s;
-}
-
 /* Prints the message on one line (templates' messages may hold newlines). */
 static int fail_one_line(const char *msg) {
     char line[sizeof ((nuri_error *)0)->message];
@@ -169,7 +120,7 @@ int cmd_template(int argc, char **argv) {
 
     /* The template, and the model's special tokens. */
     if (template_file) {
-        if (!(source = read_text_file(template_file, &source_len))) {
+        if (!(source = cli_read_file(template_file, &source_len))) {
             cli_error("template: cannot read %s", template_file);
             goto done;
         }
@@ -179,7 +130,7 @@ int cmd_template(int argc, char **argv) {
         }
     } else {
         if (model_path) {
-            if (is_gguf(model_path)) {
+            if (cli_is_gguf(model_path)) {
                 if (nuri_chat_gguf_info(model_path, &source, &source_len, &model_bos, &model_eos, &err) != NURI_OK) {
                     cli_error("template: %s: %s", model_path, err.message);
                     goto done;
@@ -188,8 +139,8 @@ int cmd_template(int argc, char **argv) {
                 /* A llama2.c checkpoint: no template, but BOS/EOS texts. */
                 nuri_model *m = cli_load_model(model_path, tokenizer_path);
                 if (!m) goto done;
-                model_bos = piece(m, nuri_token_bos(m));
-                model_eos = piece(m, nuri_token_eos(m));
+                model_bos = cli_token_text(m, nuri_token_bos(m));
+                model_eos = cli_token_text(m, nuri_token_eos(m));
                 nuri_model_free(m);
             }
         }
