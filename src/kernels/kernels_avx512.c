@@ -590,10 +590,38 @@ ALWAYS_INLINE void float_tile(int64_t n, const uint8_t *w, size_t w_row_bytes, c
             for (int t = 0; t < TOK; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
         }
     }
+    if (ROWS * TOK == 1) {
+        y[0] = sum_lanes(acc[0][0]);
+        return;
+    }
+    /* All sums at once: the tree of sum_lanes for every accumulator, with
+     * two accumulators' halves added per instruction, so every result has
+     * sum_lanes' bits. v[4r + t] ends as lane 4t + r of the last vector. */
+    __m512 v[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        v[i] = i / 4 < ROWS && i % 4 < TOK ? acc[i / 4][i % 4] : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) /* lanes i + (i+8): 256-bit halves */
+        v[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
 #pragma GCC unroll 4
-    for (int r = 0; r < ROWS; r++)
+    for (int i = 0; i < 4; i++) /* lanes i + (i+4): 128-bit quarters */
+        v[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) /* lanes i + (i+2) within quarters */
+        v[i] = _mm512_add_ps(_mm512_shuffle_ps(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* lanes i + (i+1) */
+    const __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __mmask16 row_lanes = (__mmask16)((1u << ROWS) - 1);
+    const __m512i quarter0 = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
 #pragma GCC unroll 4
-        for (int t = 0; t < TOK; t++) y[(size_t)t * y_stride + r] = sum_lanes(acc[r][t]);
+    for (int t = 0; t < TOK; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * y_stride, row_lanes,
+                              _mm512_permutexvar_ps(_mm512_add_epi32(quarter0, _mm512_set1_epi32(4 * t)), sums));
 }
 
 typedef void (*float_tile_fn)(int64_t n, const uint8_t *w, size_t w_row_bytes, const uint8_t *x,
