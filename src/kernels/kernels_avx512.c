@@ -376,7 +376,7 @@ static void act_offsets(const uint8_t *x, int n, size_t x_block, size_t x_qs, in
 ALWAYS_INLINE void int8_gemm_few(pack_fn upack, int offset, size_t w_block, int with_min, int64_t nb,
                                  const uint8_t *w, size_t w_row_bytes, int n_rows,
                                  const uint8_t *x, size_t x_row_bytes, const int TOK, float *y,
-                                 size_t y_stride) {
+                                 size_t y_stride, const int read_again) {
     int32_t corr[FEW_TOK][FEW_CHUNK];
     for (int64_t kc = 0; kc < nb; kc += FEW_CHUNK) {
         const int nblk = (int)(nb - kc < FEW_CHUNK ? nb - kc : FEW_CHUNK);
@@ -411,7 +411,7 @@ ALWAYS_INLINE void int8_gemm_few(pack_fn upack, int offset, size_t w_block, int 
                 acc[t] = kc == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, y + (size_t)t * y_stride + r0);
             for (int b = 0; b < nblk; b++) {
                 for (const size_t end = ahead + step; ahead < end && ahead < next_bytes; ahead += 64)
-                    _mm_prefetch((const char *)(next + ahead), _MM_HINT_T0);
+                    prefetch_stream(next + ahead, read_again);
                 rows16 o;
                 pack_rows(upack, wp + (size_t)b * w_block, w_row_bytes, rows, w_block, &o);
 #pragma GCC unroll 4
@@ -448,13 +448,13 @@ ALWAYS_INLINE void int8_gemm(pack_fn pack, pack_fn upack, int offset, size_t w_b
         return;
     }
     if (n_tok == 1)
-        int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, x, x_row_bytes, 1, y, y_stride);
+        int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, x, x_row_bytes, 1, y, y_stride, 0);
     else if (n_tok == 2)
-        int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, x, x_row_bytes, 2, y, y_stride);
+        int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, x, x_row_bytes, 2, y, y_stride, 0);
     else if (n_tok == 3)
-        int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, x, x_row_bytes, 3, y, y_stride);
+        int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, x, x_row_bytes, 3, y, y_stride, 0);
     else if (n_tok == 4)
-        int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, x, x_row_bytes, 4, y, y_stride);
+        int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, x, x_row_bytes, 4, y, y_stride, 0);
     else if (n_tok < FEW_GROUPS_MAX) {
         /* Small batches (a server's slots): packing panels costs more than
          * it saves; stream the rows once per 4 tokens instead (the second
@@ -463,10 +463,10 @@ ALWAYS_INLINE void int8_gemm(pack_fn pack, pack_fn upack, int offset, size_t w_b
             const uint8_t *xt = (const uint8_t *)x + (size_t)t0 * x_row_bytes;
             float *yt = y + (size_t)t0 * y_stride;
             switch (min_int(4, n_tok - t0)) {
-            case 1: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 1, yt, y_stride); break;
-            case 2: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 2, yt, y_stride); break;
-            case 3: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 3, yt, y_stride); break;
-            default: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 4, yt, y_stride); break;
+            case 1: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 1, yt, y_stride, 1); break;
+            case 2: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 2, yt, y_stride, 1); break;
+            case 3: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 3, yt, y_stride, 1); break;
+            default: int8_gemm_few(upack, offset, w_block, with_min, nb, w, w_row_bytes, n_rows, xt, x_row_bytes, 4, yt, y_stride, 1); break;
             }
         }
     } else

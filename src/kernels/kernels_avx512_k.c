@@ -384,7 +384,7 @@ ALWAYS_INLINE void k_gemm_few(const int kind, int64_t nb, const uint8_t *w, size
         for (int t = 0; t < TOK; t++) acc[t] = _mm512_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             for (const size_t end = ahead + step; ahead < end && ahead < next_bytes; ahead += 64)
-                _mm_prefetch((const char *)(next + ahead), _MM_HINT_T0);
+                prefetch_stream(next + ahead, 0);
             ksb o;
             pack_k_rows(kind, wp + (size_t)b * bs, w_row_bytes, rows, &o);
             const uint8_t *yb[MAX_TOK];
@@ -633,7 +633,7 @@ ALWAYS_INLINE void nl_gemm_few(int64_t nb, const uint8_t *w, size_t w_row_bytes,
         for (int t = 0; t < TOK; t++) acc[t] = _mm512_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             for (const size_t end = ahead + step; ahead < end && ahead < next_bytes; ahead += 64)
-                _mm_prefetch((const char *)(next + ahead), _MM_HINT_T0);
+                prefetch_stream(next + ahead, 0);
             nlb o;
             pack_nl_rows(wp + (size_t)b * bs, w_row_bytes, rows, &o);
             const uint8_t *xb[MAX_TOK];
