@@ -280,33 +280,53 @@ static acts prepare_acts(nuri_context *c, uint32_t wtype, const float *x, int n,
     return a;
 }
 
+/* Up to three products of the same activations, run as one job so that
+ * threads wait for each other once (q, k, v; gate, up). */
+#define MATMUL_MAX 3
+
 typedef struct {
-    const nuri_weight *w;
-    const nuri_kernel *k;
+    int n;
+    const nuri_weight *w[MATMUL_MAX];
     acts a;
-    float *y; /* n x w->n_rows */
-    const float *bias;
+    float *y[MATMUL_MAX]; /* a.n x w->n_rows each */
+    const float *bias[MATMUL_MAX];
 } matmul_job;
 
 static void matmul_worker(void *arg, int ith, int nth) {
     const matmul_job *j = arg;
-    const nuri_weight *w = j->w;
-    int64_t n_chunks = (w->n_rows + ROW_ALIGN - 1) / ROW_ALIGN;
-    int64_t c0 = n_chunks * ith / nth, c1 = n_chunks * (ith + 1) / nth;
-    int64_t r0 = c0 * ROW_ALIGN, r1 = c1 * ROW_ALIGN < w->n_rows ? c1 * ROW_ALIGN : w->n_rows;
-    if (r1 <= r0) return;
-    /* One call for all of this thread's rows and tokens: the kernel does its
-     * own cache blocking and prefetches the next rows as it goes. */
-    j->k->gemm(w->n_cols, (const char *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, (int)(r1 - r0),
-               j->a.data, j->a.row_bytes, j->a.n, j->y + r0, (size_t)w->n_rows);
-    if (j->bias)
-        for (int t = 0; t < j->a.n; t++)
-            for (int64_t r = r0; r < r1; r++) j->y[(size_t)t * w->n_rows + r] += j->bias[r];
+    for (int m = 0; m < j->n; m++) {
+        const nuri_weight *w = j->w[m];
+        int64_t n_chunks = (w->n_rows + ROW_ALIGN - 1) / ROW_ALIGN;
+        int64_t c0 = n_chunks * ith / nth, c1 = n_chunks * (ith + 1) / nth;
+        int64_t r0 = c0 * ROW_ALIGN, r1 = c1 * ROW_ALIGN < w->n_rows ? c1 * ROW_ALIGN : w->n_rows;
+        if (r1 <= r0) continue;
+        /* One call for all of this thread's rows and tokens: the kernel does
+         * its own cache blocking and prefetches the next rows as it goes. */
+        nuri_kernels_for(w->type)->gemm(w->n_cols, (const char *)w->data + (size_t)r0 * w->row_bytes,
+                                        w->row_bytes, (int)(r1 - r0), j->a.data, j->a.row_bytes, j->a.n,
+                                        j->y[m] + r0, (size_t)w->n_rows);
+        if (j->bias[m])
+            for (int t = 0; t < j->a.n; t++)
+                for (int64_t r = r0; r < r1; r++) j->y[m][(size_t)t * w->n_rows + r] += j->bias[m][r];
+    }
 }
 
-/* y[t] = W x[t] (+ bias) for the prepared rows x[t]. */
-static void matmul(nuri_context *c, const nuri_weight *w, acts a, float *y, const float *bias) {
-    matmul_job j = {w, nuri_kernels_for(w->type), a, y, bias};
+/* The n products y[i] = W[i] x (+ bias[i]) of the rows x (n_cols floats
+ * each): one job when all weights take the same activation type. */
+static void matmuls(nuri_context *c, int n, const nuri_weight *const w[], const float *x, int n_tok, int n_cols,
+                    float *const y[], const float *const bias[]) {
+    acts a = prepare_acts(c, w[0]->type, x, n_tok, n_cols);
+    matmul_job j = {0, {NULL}, a, {NULL}, {NULL}};
+    for (int i = 0; i < n; i++) {
+        if (nuri_type_get(w[i]->type)->vec_dot_type != a.type) {
+            if (j.n) nuri_pool_run(c->pool, matmul_worker, &j);
+            j.n = 0;
+            j.a = a = prepare_acts(c, w[i]->type, x, n_tok, n_cols);
+        }
+        j.w[j.n] = w[i];
+        j.y[j.n] = y[i];
+        j.bias[j.n++] = bias[i];
+    }
     nuri_pool_run(c->pool, matmul_worker, &j);
 }
 
@@ -495,23 +515,19 @@ static void forward_batch(nuri_context *c, const nuri_token *tokens, int n, cons
     run_rows(c, ROWS_NORM, n, 0, m->layers[0].attn_norm);
     for (int l = 0; l < hp->n_layer; l++) {
         const nuri_layer *L = &m->layers[l];
-        acts a = prepare_acts(c, L->wq.type, c->xb, n, d);
-        matmul(c, &L->wq, a, c->q, L->bq);
-        if (nuri_type_get(L->wk.type)->vec_dot_type != a.type) a = prepare_acts(c, L->wk.type, c->xb, n, d);
-        matmul(c, &L->wk, a, c->k, L->bk);
-        if (nuri_type_get(L->wv.type)->vec_dot_type != a.type) a = prepare_acts(c, L->wv.type, c->xb, n, d);
-        matmul(c, &L->wv, a, c->v, L->bv);
+        matmuls(c, 3, (const nuri_weight *const[]){&L->wq, &L->wk, &L->wv}, c->xb, n, d,
+                (float *const[]){c->q, c->k, c->v}, (const float *const[]){L->bq, L->bk, L->bv});
         run_rows(c, ROWS_ROPE_STORE, n, l, NULL);
         attention(c, l, n, scratch, scratch + n);
-        matmul(c, &L->wo, prepare_acts(c, L->wo.type, c->att, n, q_dim), c->xb, NULL);
+        matmuls(c, 1, (const nuri_weight *const[]){&L->wo}, c->att, n, q_dim, (float *const[]){c->xb},
+                (const float *const[]){NULL});
         run_rows(c, ROWS_ADD_NORM, n, l, L->ffn_norm);
 
-        a = prepare_acts(c, L->w_gate.type, c->xb, n, d);
-        matmul(c, &L->w_gate, a, c->gate, NULL);
-        if (nuri_type_get(L->w_up.type)->vec_dot_type != a.type) a = prepare_acts(c, L->w_up.type, c->xb, n, d);
-        matmul(c, &L->w_up, a, c->up, NULL);
+        matmuls(c, 2, (const nuri_weight *const[]){&L->w_gate, &L->w_up}, c->xb, n, d,
+                (float *const[]){c->gate, c->up}, (const float *const[]){NULL, NULL});
         run_rows(c, ROWS_SWIGLU, n, l, NULL);
-        matmul(c, &L->w_down, prepare_acts(c, L->w_down.type, c->gate, n, hp->n_ff), c->xb, NULL);
+        matmuls(c, 1, (const nuri_weight *const[]){&L->w_down}, c->gate, n, hp->n_ff, (float *const[]){c->xb},
+                (const float *const[]){NULL});
         /* The residual add, fused with the next layer's input norm. */
         run_rows(c, ROWS_ADD_NORM, n, l, l + 1 < hp->n_layer ? m->layers[l + 1].attn_norm : NULL);
     }
@@ -519,7 +535,8 @@ static void forward_batch(nuri_context *c, const nuri_token *tokens, int n, cons
     if (n_out == 0) return;
     for (int r = 0; r < n_out; r++)
         rmsnorm(c->xb + (size_t)r * d, c->x + (size_t)out_rows[r] * d, m->output_norm, d, hp->rms_eps);
-    matmul(c, &m->output, prepare_acts(c, m->output.type, c->xb, n_out, d), logits_out, NULL);
+    matmuls(c, 1, (const nuri_weight *const[]){&m->output}, c->xb, n_out, d, (float *const[]){logits_out},
+            (const float *const[]){NULL});
 }
 
 /* Grows the per-call arrays to hold n entries. */
