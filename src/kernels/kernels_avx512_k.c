@@ -383,10 +383,15 @@ ALWAYS_INLINE void k_gemm_few(const int kind, int64_t nb, const uint8_t *w, size
 #pragma GCC unroll 4
         for (int t = 0; t < TOK; t++) acc[t] = _mm512_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
-            for (const size_t end = ahead + step; ahead < end && ahead < next_bytes; ahead += 64)
+            /* Half of this super-block's share before packing, half after:
+             * a super-block's share is dozens of lines, more than the
+             * core keeps in flight at once. */
+            for (const size_t end = ahead + step / 2; ahead < end && ahead < next_bytes; ahead += 64)
                 prefetch_stream(next + ahead, 0);
             ksb o;
             pack_k_rows(kind, wp + (size_t)b * bs, w_row_bytes, rows, &o);
+            for (const size_t end = ahead + (step - step / 2); ahead < end && ahead < next_bytes; ahead += 64)
+                prefetch_stream(next + ahead, 0);
             const uint8_t *yb[MAX_TOK];
 #pragma GCC unroll 4
             for (int t = 0; t < TOK; t++) yb[t] = x + (size_t)t * x_row_bytes + (size_t)b * sizeof(nuri_block_q8_k);
