@@ -250,6 +250,18 @@ static void check_level(const problem *p, nuri_isa isa, const char *what) {
     CHECK(bad_same == 0, "%s: %d gemm results differ from vec_dot", label, bad_same);
     CHECK(bad_gap == 0, "%s: gemm wrote %d floats outside its rows", label, bad_gap);
 
+    /* The one-token kernel, where a level has one, gives gemm's bits. */
+    if (k->gemm_one_token) {
+        float *one = malloc((size_t)p->n_rows * sizeof(float));
+        if (one) {
+            k->gemm_one_token(p->n_cols, p->w, p->w_row_bytes, p->n_rows, x, p->x_row_bytes, 1, one,
+                              (size_t)p->n_rows);
+            CHECK(memcmp(one, y, (size_t)p->n_rows * sizeof(float)) == 0,
+                  "%s: gemm_one_token differs from gemm", label);
+            free(one);
+        }
+    }
+
     /* Splitting rows (as threads do) and tokens (as batches do) changes no bit. */
     if (p->n_rows > 1 || p->n_tok > 1) {
         float *z = malloc(y_len * sizeof(float));

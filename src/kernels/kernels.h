@@ -75,6 +75,8 @@ typedef struct {
     nuri_gemm_fn gemm;             /* rows x tokens */
     nuri_from_float_fn quantize;   /* float activations to vec_dot_type, the reference's
                                       bytes exactly (NULL: F32 activations used as they are) */
+    nuri_gemm_fn gemm_one_token;   /* rows x one token, where another level's kernel streams
+                                      faster than gemm (NULL: use gemm); same results */
 } nuri_kernel;
 
 /* The kernels for weight type `type` at the selected level; NULL when the

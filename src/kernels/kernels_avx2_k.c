@@ -388,10 +388,13 @@ ALWAYS_INLINE void k_gemm_few(const int kind, int64_t nb, const uint8_t *w, size
 #pragma GCC unroll 4
         for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
-            for (const size_t end = ahead + step; ahead < end && ahead < next_bytes; ahead += 64)
+            /* In two halves around the packing, as kernels_avx512_k.c does. */
+            for (const size_t end = ahead + step / 2; ahead < end && ahead < next_bytes; ahead += 64)
                 _mm_prefetch((const char *)(next + ahead), _MM_HINT_T0);
             ksb8 o;
             pack_k_rows(kind, wp + (size_t)b * bs, w_row_bytes, rows, &o);
+            for (const size_t end = ahead + (step - step / 2); ahead < end && ahead < next_bytes; ahead += 64)
+                _mm_prefetch((const char *)(next + ahead), _MM_HINT_T0);
             const uint8_t *yb[MAX_TOK];
 #pragma GCC unroll 4
             for (int t = 0; t < TOK; t++) yb[t] = x + (size_t)t * x_row_bytes + (size_t)b * sizeof(nuri_block_q8_k);
@@ -730,14 +733,14 @@ static void quantize_q8_k(const float *src, void *dst, int64_t n) {
 /* ---- Table ------------------------------------------------------------------- */
 
 void nuri_kernels_fill_avx2_k(nuri_kernel table[NURI_TYPE_COUNT]) {
-    table[NURI_TYPE_Q2_K] = (nuri_kernel){vec_dot_q2_k, gemm_q2_k, quantize_q8_k};
-    table[NURI_TYPE_Q3_K] = (nuri_kernel){vec_dot_q3_k, gemm_q3_k, quantize_q8_k};
-    table[NURI_TYPE_Q4_K] = (nuri_kernel){vec_dot_q4_k, gemm_q4_k, quantize_q8_k};
-    table[NURI_TYPE_Q5_K] = (nuri_kernel){vec_dot_q5_k, gemm_q5_k, quantize_q8_k};
-    table[NURI_TYPE_Q6_K] = (nuri_kernel){vec_dot_q6_k, gemm_q6_k, quantize_q8_k};
-    table[NURI_TYPE_IQ4_XS] = (nuri_kernel){vec_dot_iq4_xs, gemm_iq4_xs, quantize_q8_k};
+    table[NURI_TYPE_Q2_K] = (nuri_kernel){vec_dot_q2_k, gemm_q2_k, quantize_q8_k, NULL};
+    table[NURI_TYPE_Q3_K] = (nuri_kernel){vec_dot_q3_k, gemm_q3_k, quantize_q8_k, NULL};
+    table[NURI_TYPE_Q4_K] = (nuri_kernel){vec_dot_q4_k, gemm_q4_k, quantize_q8_k, NULL};
+    table[NURI_TYPE_Q5_K] = (nuri_kernel){vec_dot_q5_k, gemm_q5_k, quantize_q8_k, NULL};
+    table[NURI_TYPE_Q6_K] = (nuri_kernel){vec_dot_q6_k, gemm_q6_k, quantize_q8_k, NULL};
+    table[NURI_TYPE_IQ4_XS] = (nuri_kernel){vec_dot_iq4_xs, gemm_iq4_xs, quantize_q8_k, NULL};
     /* IQ4_NL keeps the Q8_0 activation quantizer already in the table. */
-    table[NURI_TYPE_IQ4_NL] = (nuri_kernel){vec_dot_iq4_nl, gemm_iq4_nl, NULL};
+    table[NURI_TYPE_IQ4_NL] = (nuri_kernel){vec_dot_iq4_nl, gemm_iq4_nl, NULL, NULL};
 }
 
 #else

@@ -770,14 +770,14 @@ static void quantize_q8_1(const float *src, void *dst, int64_t n) {
 /* ---- Table ------------------------------------------------------------------- */
 
 void nuri_kernels_fill_avx512(nuri_kernel table[NURI_TYPE_COUNT]) {
-    table[NURI_TYPE_F32] = (nuri_kernel){vec_dot_f32, gemm_f32, NULL};
-    table[NURI_TYPE_F16] = (nuri_kernel){vec_dot_f16, gemm_f16, NULL};
-    table[NURI_TYPE_BF16] = (nuri_kernel){vec_dot_bf16, gemm_bf16, NULL};
-    table[NURI_TYPE_Q4_0] = (nuri_kernel){vec_dot_q4_0, gemm_q4_0, quantize_q8_0};
-    table[NURI_TYPE_Q4_1] = (nuri_kernel){vec_dot_q4_1, gemm_q4_1, quantize_q8_1};
-    table[NURI_TYPE_Q5_0] = (nuri_kernel){vec_dot_q5_0, gemm_q5_0, quantize_q8_0};
-    table[NURI_TYPE_Q5_1] = (nuri_kernel){vec_dot_q5_1, gemm_q5_1, quantize_q8_1};
-    table[NURI_TYPE_Q8_0] = (nuri_kernel){vec_dot_q8_0, gemm_q8_0, quantize_q8_0};
+    table[NURI_TYPE_F32] = (nuri_kernel){vec_dot_f32, gemm_f32, NULL, NULL};
+    table[NURI_TYPE_F16] = (nuri_kernel){vec_dot_f16, gemm_f16, NULL, NULL};
+    table[NURI_TYPE_BF16] = (nuri_kernel){vec_dot_bf16, gemm_bf16, NULL, NULL};
+    table[NURI_TYPE_Q4_0] = (nuri_kernel){vec_dot_q4_0, gemm_q4_0, quantize_q8_0, NULL};
+    table[NURI_TYPE_Q4_1] = (nuri_kernel){vec_dot_q4_1, gemm_q4_1, quantize_q8_1, NULL};
+    table[NURI_TYPE_Q5_0] = (nuri_kernel){vec_dot_q5_0, gemm_q5_0, quantize_q8_0, NULL};
+    table[NURI_TYPE_Q5_1] = (nuri_kernel){vec_dot_q5_1, gemm_q5_1, quantize_q8_1, NULL};
+    table[NURI_TYPE_Q8_0] = (nuri_kernel){vec_dot_q8_0, gemm_q8_0, quantize_q8_0, NULL};
 }
 
 #else

@@ -768,15 +768,15 @@ static void quantize_q8_k(const float *src, void *dst, int64_t n) {
 /* ---- Table ------------------------------------------------------------------- */
 
 void nuri_kernels_fill_avx512_k(nuri_kernel table[NURI_TYPE_COUNT]) {
-    table[NURI_TYPE_Q2_K] = (nuri_kernel){vec_dot_q2_k, gemm_q2_k, quantize_q8_k};
-    table[NURI_TYPE_Q3_K] = (nuri_kernel){vec_dot_q3_k, gemm_q3_k, quantize_q8_k};
-    table[NURI_TYPE_Q4_K] = (nuri_kernel){vec_dot_q4_k, gemm_q4_k, quantize_q8_k};
-    table[NURI_TYPE_Q5_K] = (nuri_kernel){vec_dot_q5_k, gemm_q5_k, quantize_q8_k};
-    table[NURI_TYPE_Q6_K] = (nuri_kernel){vec_dot_q6_k, gemm_q6_k, quantize_q8_k};
-    table[NURI_TYPE_IQ4_XS] = (nuri_kernel){vec_dot_iq4_xs, gemm_iq4_xs, quantize_q8_k};
+    table[NURI_TYPE_Q2_K] = (nuri_kernel){vec_dot_q2_k, gemm_q2_k, quantize_q8_k, NULL};
+    table[NURI_TYPE_Q3_K] = (nuri_kernel){vec_dot_q3_k, gemm_q3_k, quantize_q8_k, NULL};
+    table[NURI_TYPE_Q4_K] = (nuri_kernel){vec_dot_q4_k, gemm_q4_k, quantize_q8_k, NULL};
+    table[NURI_TYPE_Q5_K] = (nuri_kernel){vec_dot_q5_k, gemm_q5_k, quantize_q8_k, NULL};
+    table[NURI_TYPE_Q6_K] = (nuri_kernel){vec_dot_q6_k, gemm_q6_k, quantize_q8_k, NULL};
+    table[NURI_TYPE_IQ4_XS] = (nuri_kernel){vec_dot_iq4_xs, gemm_iq4_xs, quantize_q8_k, NULL};
     /* IQ4_NL keeps the Q8_0 activation quantizer of the level below (a
      * small part of the work). */
-    table[NURI_TYPE_IQ4_NL] = (nuri_kernel){vec_dot_iq4_nl, gemm_iq4_nl, NULL};
+    table[NURI_TYPE_IQ4_NL] = (nuri_kernel){vec_dot_iq4_nl, gemm_iq4_nl, NULL, NULL};
 }
 
 #else

@@ -317,9 +317,9 @@ void nuri_kernels_fill_neon(nuri_kernel table[NURI_TYPE_COUNT]) {
                                            NURI_TYPE_Q5_K, NURI_TYPE_Q6_K, NURI_TYPE_IQ4_XS};
     for (size_t i = 0; i < sizeof q8_k_users / sizeof q8_k_users[0]; i++)
         table[q8_k_users[i]].quantize = quantize_q8_k;
-    table[NURI_TYPE_F32] = (nuri_kernel){vec_dot_f32, gemm_f32, NULL};
-    table[NURI_TYPE_F16] = (nuri_kernel){vec_dot_f16, gemm_f16, NULL};
-    table[NURI_TYPE_BF16] = (nuri_kernel){vec_dot_bf16, gemm_bf16, NULL};
+    table[NURI_TYPE_F32] = (nuri_kernel){vec_dot_f32, gemm_f32, NULL, NULL};
+    table[NURI_TYPE_F16] = (nuri_kernel){vec_dot_f16, gemm_f16, NULL, NULL};
+    table[NURI_TYPE_BF16] = (nuri_kernel){vec_dot_bf16, gemm_bf16, NULL, NULL};
 }
 
 #else

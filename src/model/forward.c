@@ -302,9 +302,10 @@ static void matmul_worker(void *arg, int ith, int nth) {
         if (r1 <= r0) continue;
         /* One call for all of this thread's rows and tokens: the kernel does
          * its own cache blocking and prefetches the next rows as it goes. */
-        nuri_kernels_for(w->type)->gemm(w->n_cols, (const char *)w->data + (size_t)r0 * w->row_bytes,
-                                        w->row_bytes, (int)(r1 - r0), j->a.data, j->a.row_bytes, j->a.n,
-                                        j->y[m] + r0, (size_t)w->n_rows);
+        const nuri_kernel *k = nuri_kernels_for(w->type);
+        nuri_gemm_fn gemm = j->a.n == 1 && k->gemm_one_token ? k->gemm_one_token : k->gemm;
+        gemm(w->n_cols, (const char *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, (int)(r1 - r0),
+             j->a.data, j->a.row_bytes, j->a.n, j->y[m] + r0, (size_t)w->n_rows);
         if (j->bias[m])
             for (int t = 0; t < j->a.n; t++)
                 for (int64_t r = r0; r < r1; r++) j->y[m][(size_t)t * w->n_rows + r] += j->bias[m][r];
