@@ -378,6 +378,9 @@ ALWAYS_INLINE void int8_gemm_few(pack_fn upack, int offset, size_t w_block, int 
                                  const uint8_t *x, size_t x_row_bytes, const int TOK, float *y,
                                  size_t y_stride, const int read_again) {
     int32_t corr[FEW_TOK][FEW_CHUNK];
+    /* The activation blocks' scales (and Q8_1 sums) as floats, converted
+     * once per call rather than once per 16 rows. */
+    float act_d[FEW_TOK][FEW_CHUNK], act_s[FEW_TOK][FEW_CHUNK];
     for (int64_t kc = 0; kc < nb; kc += FEW_CHUNK) {
         const int nblk = (int)(nb - kc < FEW_CHUNK ? nb - kc : FEW_CHUNK);
         const uint8_t *xk = x + (size_t)kc * act_block(with_min);
@@ -385,6 +388,12 @@ ALWAYS_INLINE void int8_gemm_few(pack_fn upack, int offset, size_t w_block, int 
             for (int t = 0; t < TOK; t++)
                 act_offsets(xk + (size_t)t * x_row_bytes, nblk, act_block(with_min), act_qs(with_min),
                             offset, corr[t]);
+        for (int t = 0; t < TOK; t++)
+            for (int b = 0; b < nblk; b++) {
+                const uint8_t *xb = xk + (size_t)t * x_row_bytes + (size_t)b * act_block(with_min);
+                act_d[t][b] = nuri_fp16_to_fp32(nuri_load_u16(xb));
+                act_s[t][b] = with_min ? nuri_fp16_to_fp32(nuri_load_u16(xb + 2)) : 0.0f;
+            }
         {
             /* Nothing brought in the first rows: ask for all their bytes of
              * this chunk at once, which at least overlaps the misses. */
@@ -422,9 +431,8 @@ ALWAYS_INLINE void int8_gemm_few(pack_fn upack, int offset, size_t w_block, int 
                     for (int j = 0; j < 8; j++)
                         isum = _mm512_dpbusd_epi32(isum, o.w[j],
                                                    _mm512_set1_epi32((int)nuri_load_u32(xb + act_qs(with_min) + 4 * j)));
-                    __m512 dx, sx;
-                    act_scales(xb, with_min, &dx, &sx);
-                    acc[t] = _mm512_add_ps(acc[t], block_term(isum, &o, dx, sx, with_min));
+                    acc[t] = _mm512_add_ps(acc[t], block_term(isum, &o, _mm512_set1_ps(act_d[t][b]),
+                                                              _mm512_set1_ps(act_s[t][b]), with_min));
                 }
             }
 #pragma GCC unroll 4
