@@ -651,38 +651,20 @@ ALWAYS_INLINE void nl_gemm_few(int64_t nb, const uint8_t *w, size_t w_row_bytes,
     }
 }
 
-static void nl_gemm_1(int64_t nb, const uint8_t *w, size_t wr, int n, const uint8_t *x, size_t xr, int n_tok,
-                      float *y, size_t ys) {
-    nl_gemm(nb, w, wr, n, x, xr, n_tok, y, ys, 1);
-}
-static void nl_few_1(int64_t nb, const uint8_t *w, size_t wr, int n, const uint8_t *x, size_t xr, float *y,
-                     size_t ys) {
-    nl_gemm_few(nb, w, wr, n, x, xr, y, ys, 1);
-}
-static void nl_gemm_2(int64_t nb, const uint8_t *w, size_t wr, int n, const uint8_t *x, size_t xr, int n_tok,
-                      float *y, size_t ys) {
-    nl_gemm(nb, w, wr, n, x, xr, n_tok, y, ys, 2);
-}
-static void nl_few_2(int64_t nb, const uint8_t *w, size_t wr, int n, const uint8_t *x, size_t xr, float *y,
-                     size_t ys) {
-    nl_gemm_few(nb, w, wr, n, x, xr, y, ys, 2);
-}
-static void nl_gemm_3(int64_t nb, const uint8_t *w, size_t wr, int n, const uint8_t *x, size_t xr, int n_tok,
-                      float *y, size_t ys) {
-    nl_gemm(nb, w, wr, n, x, xr, n_tok, y, ys, 3);
-}
-static void nl_few_3(int64_t nb, const uint8_t *w, size_t wr, int n, const uint8_t *x, size_t xr, float *y,
-                     size_t ys) {
-    nl_gemm_few(nb, w, wr, n, x, xr, y, ys, 3);
-}
-static void nl_gemm_4(int64_t nb, const uint8_t *w, size_t wr, int n, const uint8_t *x, size_t xr, int n_tok,
-                      float *y, size_t ys) {
-    nl_gemm(nb, w, wr, n, x, xr, n_tok, y, ys, 4);
-}
-static void nl_few_4(int64_t nb, const uint8_t *w, size_t wr, int n, const uint8_t *x, size_t xr, float *y,
-                     size_t ys) {
-    nl_gemm_few(nb, w, wr, n, x, xr, y, ys, 4);
-}
+/* nl_gemm and nl_gemm_few with the tile width fixed, one function each. */
+#define NL_WIDTH(T)                                                                                        \
+    static void nl_gemm_##T(int64_t nb, const uint8_t *w, size_t wr, int n, const uint8_t *x, size_t xr, \
+                            int n_tok, float *y, size_t ys) {                                            \
+        nl_gemm(nb, w, wr, n, x, xr, n_tok, y, ys, T);                                                   \
+    }                                                                                                    \
+    static void nl_few_##T(int64_t nb, const uint8_t *w, size_t wr, int n, const uint8_t *x, size_t xr,  \
+                           float *y, size_t ys) {                                                        \
+        nl_gemm_few(nb, w, wr, n, x, xr, y, ys, T);                                                      \
+    }
+NL_WIDTH(1)
+NL_WIDTH(2)
+NL_WIDTH(3)
+NL_WIDTH(4)
 
 static void gemm_iq4_nl(int64_t n_cols, const void *w, size_t w_row_bytes, int n_rows, const void *x,
                         size_t x_row_bytes, int n_tok, float *y, size_t y_stride) {

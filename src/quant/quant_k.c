@@ -365,6 +365,21 @@ void nuri_vec_dot_q3_k_q8_k(int64_t n, float *result, const void *x, const void 
     *result = sum;
 }
 
+/* One Q4_K or Q5_K super-block (levels q, 6-bit scales and minimums)
+ * against one Q8_K block. */
+static float k4_block_dot(const int q[NURI_QK_K], const uint8_t scales[12], uint16_t d, uint16_t dmin,
+                          const nuri_block_q8_k *by) {
+    int isum = 0, msum = 0;
+    for (int sb = 0; sb < 8; sb++) {
+        int sc, m, s = 0;
+        unpack_scales_k4(scales, sb, &sc, &m);
+        for (int j = 0; j < 32; j++) s += q[32 * sb + j] * by->qs[32 * sb + j];
+        isum += sc * s;
+        msum += m * (by->bsums[2 * sb] + by->bsums[2 * sb + 1]);
+    }
+    return k_term(isum, half(d), by->d) - k_term(msum, half(dmin), by->d);
+}
+
 void nuri_vec_dot_q4_k_q8_k(int64_t n, float *result, const void *x, const void *y) {
     const uint8_t *xb = x, *yb = y;
     float sum = 0.0f;
@@ -373,15 +388,9 @@ void nuri_vec_dot_q4_k_q8_k(int64_t n, float *result, const void *x, const void 
         nuri_block_q8_k by;
         memcpy(&bx, xb + i * sizeof bx, sizeof bx);
         memcpy(&by, yb + i * sizeof by, sizeof by);
-        int isum = 0, msum = 0;
-        for (int sb = 0; sb < 8; sb++) {
-            int sc, m, s = 0;
-            unpack_scales_k4(bx.scales, sb, &sc, &m);
-            for (int j = 0; j < 32; j++) s += q4_k_level(bx.qs, 32 * sb + j) * by.qs[32 * sb + j];
-            isum += sc * s;
-            msum += m * (by.bsums[2 * sb] + by.bsums[2 * sb + 1]);
-        }
-        sum += k_term(isum, half(bx.d), by.d) - k_term(msum, half(bx.dmin), by.d);
+        int q[NURI_QK_K];
+        for (int e = 0; e < NURI_QK_K; e++) q[e] = q4_k_level(bx.qs, e);
+        sum += k4_block_dot(q, bx.scales, bx.d, bx.dmin, &by);
     }
     *result = sum;
 }
@@ -396,15 +405,7 @@ void nuri_vec_dot_q5_k_q8_k(int64_t n, float *result, const void *x, const void 
         memcpy(&by, yb + i * sizeof by, sizeof by);
         int q[NURI_QK_K];
         q5_k_levels(&bx, q);
-        int isum = 0, msum = 0;
-        for (int sb = 0; sb < 8; sb++) {
-            int sc, m, s = 0;
-            unpack_scales_k4(bx.scales, sb, &sc, &m);
-            for (int j = 0; j < 32; j++) s += q[32 * sb + j] * by.qs[32 * sb + j];
-            isum += sc * s;
-            msum += m * (by.bsums[2 * sb] + by.bsums[2 * sb + 1]);
-        }
-        sum += k_term(isum, half(bx.d), by.d) - k_term(msum, half(bx.dmin), by.d);
+        sum += k4_block_dot(q, bx.scales, bx.d, bx.dmin, &by);
     }
     *result = sum;
 }
