@@ -20,8 +20,9 @@
  * reference bit for bit, whatever the path or the split.
  *
  * Generation (up to 4 tokens) packs each super-block into a buffer that
- * stays in L1 and uses it at once, prefetching the next rows; prompt
- * batches pack a few super-blocks once and run tiles of 4 tokens over them.
+ * stays in L1 and uses it at once, prefetching the next rows (Q6_K with one
+ * token skips the packing: see q6_k_row_sum); prompt batches pack a few
+ * super-blocks once and run tiles of 4 tokens over them.
  *
  * Only dispatch.c calls in here, after checking the CPU. */
 #if defined(__x86_64__)
@@ -355,6 +356,101 @@ ALWAYS_INLINE void k_dot(const int kind, const ksb *o, const uint8_t *const yb[M
     }
 }
 
+/* ---- Q6_K, one token: rows unpacked in place -----------------------------------
+ *
+ * A generation step reads each weight once, and packing 16 rows (a
+ * transposition) costs more than their arithmetic, so here each row's
+ * super-block is unpacked where it lies: the 128 low-nibble bytes and the
+ * 64 bytes of top bits as they come, 64 levels per vector, against the
+ * activation bytes in their natural order (vpmaddubsw, then vpdpwssd with
+ * each group's scale). The 16 vectors of partial sums of 16 rows are then
+ * added into one (lane r: row r) and finished as k_dot finishes, so the
+ * integers and every float operation are those of the packed path. */
+
+/* The 256-bit halves of a vector of words: lo in the low, hi in the high. */
+ALWAYS_INLINE __m512i words_by_half(short lo, short hi) {
+    return _mm512_inserti64x4(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi), 1);
+}
+
+/* One row's integer sum over one super-block, spread over 16 dwords:
+ * sum(scale_g * (levels . activations)_g) - 32 * sum(scale_g * bsum_g).
+ * neg_bsums: the activation block's group sums negated, words 0-15. */
+ALWAYS_INLINE __m512i q6_k_row_sum(const uint8_t *blk, const __m512i act[4], __m512i neg_bsums) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    /* The top bits of run k (0..3) of a half are bits 2k, 2k+1 of its 32
+     * qh bytes; runs 0, 1 fill the low-nibble vector, 2, 3 the high one. */
+    const __m512i mask_lo = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0C), 1);
+    const __m512i mask_hi = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char)0xC0), 1);
+    const __m512i shl_lo = words_by_half(4, 2), shr_hi = words_by_half(0, 2);
+    const __m512i lane_of_word = _mm512_set_epi64(0x0003000300030003, 0x0003000300030003, 0x0002000200020002,
+                                                  0x0002000200020002, 0x0001000100010001, 0x0001000100010001, 0, 0);
+    const __m512i scales = _mm512_zextsi256_si512(
+        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(blk + 192))));
+    __m512i sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_slli_epi16(scales, 5), neg_bsums);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m512i ql = _mm512_loadu_si512((const void *)(blk + 64 * h));
+        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 128 + 32 * h)));
+        const __m512i lv[2] = {
+            or_and(_mm512_sllv_epi16(_mm512_and_si512(qh, mask_lo), shl_lo), ql, m4),
+            or_and(_mm512_srlv_epi16(_mm512_and_si512(qh, mask_hi), shr_hi), _mm512_srli_epi16(ql, 4), m4)};
+#pragma GCC unroll 2
+        for (int j = 0; j < 2; j++) {
+            const int k = 2 * h + j; /* levels 64k .. 64k+63: groups 4k .. 4k+3, 8 words each */
+            const __m512i group_of_word = _mm512_add_epi16(_mm512_set1_epi16((short)(4 * k)), lane_of_word);
+            sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(lv[j], act[k]),
+                                      _mm512_permutexvar_epi16(group_of_word, scales));
+        }
+    }
+    return sum;
+}
+
+/* Lane r of the result: the sum of the 16 dwords of v[r]. */
+ALWAYS_INLINE __m512i sum_rows_16(const __m512i v[16]) {
+    __m512i quad[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) {
+        __m512i pair[2];
+#pragma GCC unroll 2
+        for (int i = 0; i < 2; i++) {
+            const __m512i a = v[4 * q + 2 * i], b = v[4 * q + 2 * i + 1];
+            pair[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+        }
+        quad[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(pair[0], pair[1]), _mm512_unpackhi_epi64(pair[0], pair[1]));
+    }
+    /* quad[q]: rows 4q..4q+3 in every 128-bit lane; add the lanes. */
+    const __m512i s01 = _mm512_add_epi32(_mm512_shuffle_i32x4(quad[0], quad[1], 0x88),
+                                         _mm512_shuffle_i32x4(quad[0], quad[1], 0xDD));
+    const __m512i s23 = _mm512_add_epi32(_mm512_shuffle_i32x4(quad[2], quad[3], 0x88),
+                                         _mm512_shuffle_i32x4(quad[2], quad[3], 0xDD));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(s01, s23, 0x88), _mm512_shuffle_i32x4(s01, s23, 0xDD));
+}
+
+/* One super-block of up to 16 rows against one token's activation block. */
+ALWAYS_INLINE void q6_k_rows_dot(const uint8_t *p, size_t st, int rows, const uint8_t *yb, __m512 *acc) {
+    __m512i act[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) act[k] = _mm512_loadu_si512((const void *)(yb + Q8K_QS + 64 * k));
+    const __m512i neg_bsums = _mm512_zextsi256_si512(
+        _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i *)(const void *)(yb + Q8K_BSUMS))));
+    __m512i sums[16];
+    __m512 d;
+    if (rows == 16) {
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; r++) sums[r] = q6_k_row_sum(p + (size_t)r * st, act, neg_bsums);
+        d = halves_hi(gather_dwords(p + 206, st));
+    } else {
+        alignas(32) uint16_t dh[16] = {0};
+        for (int r = 0; r < 16; r++) {
+            sums[r] = r < rows ? q6_k_row_sum(p + (size_t)r * st, act, neg_bsums) : _mm512_setzero_si512();
+            if (r < rows) dh[r] = nuri_load_u16(p + (size_t)r * st + 208);
+        }
+        d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(const void *)dh));
+    }
+    const __m512 dy = _mm512_set1_ps(nuri_load_f32(yb));
+    *acc = _mm512_add_ps(*acc, _mm512_mul_ps(_mm512_cvtepi32_ps(sum_rows_16(sums)), _mm512_mul_ps(d, dy)));
+}
+
 static __mmask16 live_lanes(int n) { return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 
 /* ---- gemm, few tokens -------------------------------------------------------------
@@ -388,13 +484,19 @@ ALWAYS_INLINE void k_gemm_few(const int kind, int64_t nb, const uint8_t *w, size
              * core keeps in flight at once. */
             for (const size_t end = ahead + step / 2; ahead < end && ahead < next_bytes; ahead += 64)
                 prefetch_stream(next + ahead, 0);
+            const uint8_t *yb[MAX_TOK];
+#pragma GCC unroll 4
+            for (int t = 0; t < TOK; t++) yb[t] = x + (size_t)t * x_row_bytes + (size_t)b * sizeof(nuri_block_q8_k);
+            if (kind == K_Q6 && TOK == 1) {
+                q6_k_rows_dot(wp + (size_t)b * bs, w_row_bytes, rows, yb[0], &acc[0]);
+                for (const size_t end = ahead + (step - step / 2); ahead < end && ahead < next_bytes; ahead += 64)
+                    prefetch_stream(next + ahead, 0);
+                continue;
+            }
             ksb o;
             pack_k_rows(kind, wp + (size_t)b * bs, w_row_bytes, rows, &o);
             for (const size_t end = ahead + (step - step / 2); ahead < end && ahead < next_bytes; ahead += 64)
                 prefetch_stream(next + ahead, 0);
-            const uint8_t *yb[MAX_TOK];
-#pragma GCC unroll 4
-            for (int t = 0; t < TOK; t++) yb[t] = x + (size_t)t * x_row_bytes + (size_t)b * sizeof(nuri_block_q8_k);
             k_dot(kind, &o, yb, TOK, acc);
         }
         const __mmask16 live = live_lanes(rows);
