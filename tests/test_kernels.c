@@ -380,8 +380,8 @@ static void test_k_sizes(void) {
          * and odd block counts for IQ4_NL. */
         run_problem(k_types[ti], 256 * 9, 19, 7, DIST_GAUSS, DIST_OUTLIERS, 8000 + ti);
         run_problem(k_types[ti], 4096 + 256, 3, 2, DIST_UNIFORM, DIST_GAUSS, 8100 + ti);
-        /* Past the one-token Q6_K path's passes of 256 super-blocks. */
-        run_problem(k_types[ti], 256 * 260, 17, 1, DIST_GAUSS, DIST_GAUSS, 8300 + ti);
+        /* Past the one-token path's passes of 128 super-blocks (Q4_K, Q6_K). */
+        run_problem(k_types[ti], 256 * 130, 17, 1, DIST_GAUSS, DIST_GAUSS, 8300 + ti);
         if (k_types[ti] == NURI_TYPE_IQ4_NL) {
             run_problem(k_types[ti], 32, 3, 1, DIST_GAUSS, DIST_GAUSS, 8200);
             run_problem(k_types[ti], 96, 18, 6, DIST_SPARSE, DIST_GAUSS, 8201);

@@ -356,28 +356,32 @@ ALWAYS_INLINE void k_dot(const int kind, const ksb *o, const uint8_t *const yb[M
     }
 }
 
-static __mmask16 live_lanes(int n) { return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 
-/* ---- Q6_K, one token: rows unpacked in place -----------------------------------
+/* ---- Q4_K and Q6_K, one token: rows unpacked in place ---------------------------
  *
  * A generation step reads each weight once, and packing 16 rows (a
- * transposition) costs more than their arithmetic, so here each row's
- * super-block is unpacked where it lies: the 128 low-nibble bytes and the
- * 64 bytes of top bits as they come, 64 levels per vector, against the
- * activation bytes in their natural order (vpmaddubsw, then vpdpwssd with
- * each group's scale). The partial sums of 16 rows are then added into
- * one vector (lane r: row r) and finished as k_dot finishes, so the
- * integers and every float operation are those of the packed path. */
+ * transposition) costs about as much as their arithmetic, so here each
+ * row's super-block is unpacked where it lies, 64 levels per vector in
+ * the order of the activation bytes (vpmaddubsw, then vpdpwssd with each
+ * group's scale). The partial sums of 16 rows are then added into one
+ * vector (lane r: row r) and finished as k_dot finishes, so the integers
+ * and every float operation are those of the packed path. */
 
 /* The 256-bit halves of a vector of words: lo in the low, hi in the high. */
 ALWAYS_INLINE __m512i words_by_half(short lo, short hi) {
     return _mm512_inserti64x4(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi), 1);
 }
 
-/* One row's integer sum over one super-block, spread over 16 dwords:
+/* A row's 16 partial sums folded to 4 (their total is what counts). */
+ALWAYS_INLINE __m128i fold_to_4(__m512i v) {
+    const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+/* Q6_K: one row's integer sum over one super-block, folded to 4 dwords:
  * sum(scale_g * (levels . activations)_g) - 32 * sum(scale_g * bsum_g).
- * neg_bsums: the activation block's group sums negated, words 0-15. */
-ALWAYS_INLINE __m512i q6_k_row_sum(const uint8_t *blk, const __m512i act[4], __m512i neg_bsums) {
+ * neg_bsums: the activation block's 16 group sums negated (act_sums). */
+ALWAYS_INLINE __m128i q6_k_row_sum(const uint8_t *blk, const uint8_t *yb, __m256i neg_bsums) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     /* The top bits of run k (0..3) of a half are bits 2k, 2k+1 of its 32
      * qh bytes; runs 0, 1 fill the low-nibble vector, 2, 3 the high one. */
@@ -388,7 +392,8 @@ ALWAYS_INLINE __m512i q6_k_row_sum(const uint8_t *blk, const __m512i act[4], __m
                                                   0x0002000200020002, 0x0001000100010001, 0x0001000100010001, 0, 0);
     const __m512i scales = _mm512_zextsi256_si512(
         _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(blk + 192))));
-    __m512i sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_slli_epi16(scales, 5), neg_bsums);
+    __m512i sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_slli_epi16(scales, 5),
+                                      _mm512_zextsi256_si512(neg_bsums));
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
         const __m512i ql = _mm512_loadu_si512((const void *)(blk + 64 * h));
@@ -400,17 +405,51 @@ ALWAYS_INLINE __m512i q6_k_row_sum(const uint8_t *blk, const __m512i act[4], __m
         for (int j = 0; j < 2; j++) {
             const int k = 2 * h + j; /* levels 64k .. 64k+63: groups 4k .. 4k+3, 8 words each */
             const __m512i group_of_word = _mm512_add_epi16(_mm512_set1_epi16((short)(4 * k)), lane_of_word);
-            sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(lv[j], act[k]),
+            const __m512i act = _mm512_loadu_si512((const void *)(yb + Q8K_QS + 64 * k));
+            sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(lv[j], act),
                                       _mm512_permutexvar_epi16(group_of_word, scales));
         }
     }
-    return sum;
+    return fold_to_4(sum);
 }
 
-/* A row's 16 partial sums folded to 4 (their total is what counts). */
-ALWAYS_INLINE __m128i fold_to_4(__m512i v) {
-    const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+/* Q4_K: one row's sums over one super-block, folded to 4 dwords each:
+ * *isum = sum(scale_g * (levels . activations)_g), *msum = sum(min_g *
+ * bsum_g); bsum32: the activation block's 8 sums of 32 (act_sums). */
+ALWAYS_INLINE void q4_k_row_sums(const uint8_t *blk, const uint8_t *yb, __m128i bsum32, __m128i *isum,
+                                 __m128i *msum) {
+    /* Scales 0-3 and minimums 0-3 are the low six bits of bytes 0-3 and
+     * 4-7; 4-7 take their low four bits from the nibbles of bytes 8-11
+     * and their top two from the top bits of bytes 0-3 / 4-7. */
+    const __m128i q = _mm_loadu_si128((const __m128i *)(const void *)(blk + 4));
+    const __m128i first = _mm_and_si128(q, _mm_set1_epi8(0x3F));
+    const __m128i nibbles = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(q, 0xAA), _mm_setr_epi32(0, 4, 0, 0)),
+                                          _mm_set1_epi8(0x0F));
+    const __m128i second = _mm_ternarylogic_epi32(nibbles, _mm_srli_epi32(q, 2), _mm_set1_epi8(0x30), 0xF8);
+    /* Words: scales 0-7, then minimums 0-7. */
+    const __m256i words = _mm256_cvtepu8_epi16(_mm_unpacklo_epi32(first, second));
+    *msum = _mm_madd_epi16(_mm256_extracti128_si256(words, 1), bsum32);
+    const __m512i scales = _mm512_zextsi256_si512(words);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), nibble_shift = words_by_half(0, 4);
+    __m512i sum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        /* 32 bytes: low nibbles are levels 64c.., high ones 64c+32.. */
+        const __m512i qv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 16 + 32 * c)));
+        const __m512i lv = _mm512_and_si512(_mm512_srlv_epi16(qv, nibble_shift), m4);
+        const __m512i act = _mm512_loadu_si512((const void *)(yb + Q8K_QS + 64 * c));
+        sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(lv, act),
+                                  _mm512_permutexvar_epi16(words_by_half((short)(2 * c), (short)(2 * c + 1)), scales));
+    }
+    *isum = fold_to_4(sum);
+}
+
+/* What the rows' sums take from an activation block's group sums: Q4_K
+ * the 8 sums of 32 levels (words 0-7), Q6_K the 16 sums of 16 negated. */
+ALWAYS_INLINE __m256i act_sums(const int kind, const uint8_t *yb) {
+    const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)(yb + Q8K_BSUMS));
+    if (kind == K_Q6) return _mm256_sub_epi16(_mm256_setzero_si256(), bsums);
+    return _mm256_castsi128_si256(_mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1)));
 }
 
 /* The totals of 16 rows' four partial sums, lane r: row r. quads[j] holds
@@ -421,29 +460,33 @@ ALWAYS_INLINE __m512i sum_rows_16(const __m512i quads[4]) {
     return _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
 }
 
-/* The half-float d of one super-block of n (up to 16) rows, lane r: row r. */
-ALWAYS_INLINE __m512 q6_k_d16(const uint8_t *p, size_t st, int n) {
-    if (n == 16) return halves_hi(gather_dwords(p + 206, st));
-    alignas(32) uint16_t dh[16] = {0};
-    for (int r = 0; r < n; r++) dh[r] = nuri_load_u16(p + (size_t)r * st + 208);
-    return _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(const void *)dh));
+/* The dword at p + r*st for the first n (up to 16) rows r, lane r. */
+ALWAYS_INLINE __m512i row_dwords(const uint8_t *p, size_t st, int n) {
+    if (n == 16) return gather_dwords(p, st);
+    alignas(64) uint32_t v[16] = {0};
+    for (int r = 0; r < n; r++) v[r] = nuri_load_u32(p + (size_t)r * st);
+    return _mm512_load_si512((const void *)v);
 }
 
 /* Rows are read in memory order, 16 at a time: each row's super-blocks
- * (up to Q6_CHUNK of them per pass: rows of up to 65536 columns in one,
+ * (up to ROW_CHUNK of them per pass: rows of up to 32768 columns in one,
  * their partial sums 64 KiB), then the 16 rows' sums of each super-block
  * added and finished in order. One straight stream, prefetched
- * Q6_PREFETCH bytes ahead, draws more from memory than 16 interleaved row
- * streams (AMD Zen 5, 2 threads: TinyLlama Q6_K generation 61 -> 72 t/s;
- * 8-32 KiB ahead all within a few %). */
-#define Q6_CHUNK 256
-#define Q6_PREFETCH 16384
+ * ROW_PREFETCH bytes ahead, draws more from memory than 16 interleaved
+ * row streams (AMD Zen 5, 2 threads: TinyLlama Q6_K generation 61 -> 72
+ * t/s; 8-32 KiB ahead all within a few %). */
+#define ROW_CHUNK 128
+#define ROW_PREFETCH 16384
 
-static void q6_k_one_token(int64_t nb, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *x,
-                           float *y) {
-    const size_t bs = sizeof(nuri_block_q6_k), xs = sizeof(nuri_block_q8_k);
-    /* part[s][j] (64 bytes): the folded sums of rows j, 4+j, 8+j, 12+j. */
-    alignas(64) __m128i part[Q6_CHUNK][4][4];
+static __mmask16 live_lanes(int n) { return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+ALWAYS_INLINE void k_one_token(const int kind, int64_t nb, const uint8_t *w, size_t w_row_bytes, int n_rows,
+                               const uint8_t *x, float *y) {
+    const size_t bs = k_block(kind), xs = sizeof(nuri_block_q8_k);
+    /* isum[s][j] and msum[s][j] (64 bytes each): the folded sums of rows
+     * j, 4+j, 8+j, 12+j. */
+    alignas(64) __m128i isum[ROW_CHUNK][4][4], msum[kind == K_Q4 ? ROW_CHUNK : 1][4][4];
+    __m256i sums[ROW_CHUNK];
     /* Addresses as integers: the prefetch runs ahead of the reads up to
      * the end of these rows, and a pointer may not point past them. */
     const uintptr_t end = (uintptr_t)(w + (size_t)(n_rows - 1) * w_row_bytes + (size_t)nb * bs);
@@ -452,40 +495,53 @@ static void q6_k_one_token(int64_t nb, const uint8_t *w, size_t w_row_bytes, int
         const int rows = min_int(16, n_rows - r0);
         const uint8_t *wp = w + (size_t)r0 * w_row_bytes;
         __m512 acc = _mm512_setzero_ps();
-        for (int64_t b0 = 0; b0 < nb; b0 += Q6_CHUNK) {
-            const int nsb = (int)(nb - b0 < Q6_CHUNK ? nb - b0 : Q6_CHUNK);
+        for (int64_t b0 = 0; b0 < nb; b0 += ROW_CHUNK) {
+            const int nsb = (int)(nb - b0 < ROW_CHUNK ? nb - b0 : ROW_CHUNK);
+            for (int s = 0; s < nsb; s++) sums[s] = act_sums(kind, x + (size_t)(b0 + s) * xs);
             for (int r = 0; r < 16; r++) {
+                const int j = r % 4, l = r / 4;
                 if (r >= rows) {
-                    for (int s = 0; s < nsb; s++) part[s][r % 4][r / 4] = _mm_setzero_si128();
+                    for (int s = 0; s < nsb; s++) {
+                        isum[s][j][l] = _mm_setzero_si128();
+                        if (kind == K_Q4) msum[s][j][l] = _mm_setzero_si128();
+                    }
                     continue;
                 }
                 const uint8_t *row = wp + (size_t)r * w_row_bytes + (size_t)b0 * bs;
                 for (int s = 0; s < nsb; s++) {
-                    const uint8_t *yb = x + (size_t)(b0 + s) * xs;
-                    __m512i act[4];
-#pragma GCC unroll 4
-                    for (int k = 0; k < 4; k++) act[k] = _mm512_loadu_si512((const void *)(yb + Q8K_QS + 64 * k));
-                    const __m512i neg_bsums = _mm512_zextsi256_si512(_mm256_sub_epi16(
-                        _mm256_setzero_si256(), _mm256_loadu_si256((const __m256i *)(const void *)(yb + Q8K_BSUMS))));
                     const uintptr_t at = (uintptr_t)(row + (size_t)s * bs);
                     if (pf < at) pf = at & ~(uintptr_t)63; /* a later pass over longer rows */
-                    for (; pf < at + Q6_PREFETCH && pf < end; pf += 64) prefetch_stream((const uint8_t *)pf, 0);
-                    part[s][r % 4][r / 4] = fold_to_4(q6_k_row_sum(row + (size_t)s * bs, act, neg_bsums));
+                    for (; pf < at + ROW_PREFETCH && pf < end; pf += 64) prefetch_stream((const uint8_t *)pf, 0);
+                    const uint8_t *yb = x + (size_t)(b0 + s) * xs;
+                    if (kind == K_Q4)
+                        q4_k_row_sums(row + (size_t)s * bs, yb, _mm256_castsi256_si128(sums[s]), &isum[s][j][l],
+                                      &msum[s][j][l]);
+                    else isum[s][j][l] = q6_k_row_sum(row + (size_t)s * bs, yb, sums[s]);
                 }
             }
             for (int s = 0; s < nsb; s++) {
+                const uint8_t *blk = wp + (size_t)(b0 + s) * bs;
                 __m512i quads[4];
 #pragma GCC unroll 4
-                for (int j = 0; j < 4; j++) quads[j] = _mm512_load_si512((const void *)part[s][j]);
-                const __m512 d = q6_k_d16(wp + (size_t)(b0 + s) * bs, w_row_bytes, rows);
+                for (int j = 0; j < 4; j++) quads[j] = _mm512_load_si512((const void *)isum[s][j]);
+                const __m512 is = _mm512_cvtepi32_ps(sum_rows_16(quads));
                 const __m512 dy = _mm512_set1_ps(nuri_load_f32(x + (size_t)(b0 + s) * xs));
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(sum_rows_16(quads)), _mm512_mul_ps(d, dy)));
+                if (kind == K_Q4) {
+                    const __m512i dd = row_dwords(blk, w_row_bytes, rows); /* d | dmin */
+#pragma GCC unroll 4
+                    for (int j = 0; j < 4; j++) quads[j] = _mm512_load_si512((const void *)msum[s][j]);
+                    const __m512 ms = _mm512_cvtepi32_ps(sum_rows_16(quads));
+                    acc = _mm512_add_ps(acc, _mm512_sub_ps(_mm512_mul_ps(is, _mm512_mul_ps(halves_lo(dd), dy)),
+                                                           _mm512_mul_ps(ms, _mm512_mul_ps(halves_hi(dd), dy))));
+                } else {
+                    const __m512 d = halves_hi(row_dwords(blk + 206, w_row_bytes, rows));
+                    acc = _mm512_add_ps(acc, _mm512_mul_ps(is, _mm512_mul_ps(d, dy)));
+                }
             }
         }
         _mm512_mask_storeu_ps(y + r0, live_lanes(rows), acc);
     }
 }
-
 
 /* ---- gemm, few tokens -------------------------------------------------------------
  *
@@ -496,8 +552,8 @@ static void q6_k_one_token(int64_t nb, const uint8_t *w, size_t w_row_bytes, int
 ALWAYS_INLINE void k_gemm_few(const int kind, int64_t nb, const uint8_t *w, size_t w_row_bytes, int n_rows,
                               const uint8_t *x, size_t x_row_bytes, const int TOK, float *y, size_t y_stride) {
     const size_t bs = k_block(kind);
-    if (kind == K_Q6 && TOK == 1) {
-        q6_k_one_token(nb, w, w_row_bytes, n_rows, x, y);
+    if ((kind == K_Q4 || kind == K_Q6) && TOK == 1) {
+        k_one_token(kind, nb, w, w_row_bytes, n_rows, x, y);
         return;
     }
     {
