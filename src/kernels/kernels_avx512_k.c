@@ -357,7 +357,7 @@ ALWAYS_INLINE void k_dot(const int kind, const ksb *o, const uint8_t *const yb[M
 }
 
 
-/* ---- Q4_K and Q6_K, one token: rows unpacked in place ---------------------------
+/* ---- Q4_K, Q5_K and Q6_K, one token: rows unpacked in place ---------------------------
  *
  * A generation step reads each weight once, and packing 16 rows (a
  * transposition) costs about as much as their arithmetic, so here each
@@ -413,11 +413,12 @@ ALWAYS_INLINE __m128i q6_k_row_sum(const uint8_t *blk, const uint8_t *yb, __m256
     return fold_to_4(sum);
 }
 
-/* Q4_K: one row's sums over one super-block, folded to 4 dwords each:
- * *isum = sum(scale_g * (levels . activations)_g), *msum = sum(min_g *
- * bsum_g); bsum32: the activation block's 8 sums of 32 (act_sums). */
-ALWAYS_INLINE void q4_k_row_sums(const uint8_t *blk, const uint8_t *yb, __m128i bsum32, __m128i *isum,
-                                 __m128i *msum) {
+/* Q4_K and Q5_K: one row's sums over one super-block, folded to 4 dwords
+ * each: *isum = sum(scale_g * (levels . activations)_g), *msum =
+ * sum(min_g * bsum_g); bsum32: the activation block's 8 sums of 32
+ * (act_sums). */
+ALWAYS_INLINE void k4_row_sums(const int kind, const uint8_t *blk, const uint8_t *yb, __m128i bsum32,
+                               __m128i *isum, __m128i *msum) {
     /* Scales 0-3 and minimums 0-3 are the low six bits of bytes 0-3 and
      * 4-7; 4-7 take their low four bits from the nibbles of bytes 8-11
      * and their top two from the top bits of bytes 0-3 / 4-7. */
@@ -431,12 +432,22 @@ ALWAYS_INLINE void q4_k_row_sums(const uint8_t *blk, const uint8_t *yb, __m128i 
     *msum = _mm_madd_epi16(_mm256_extracti128_si256(words, 1), bsum32);
     const __m512i scales = _mm512_zextsi256_si512(words);
     const __m512i m4 = _mm512_set1_epi8(0x0F), nibble_shift = words_by_half(0, 4);
+    const size_t qs = kind == K_Q5 ? 48 : 16;
+    /* Q5_K: level 32g + l takes bit g of qh[l] (the 32 bytes at 16) as its
+     * bit 4. */
+    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 16)));
     __m512i sum = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int c = 0; c < 4; c++) {
         /* 32 bytes: low nibbles are levels 64c.., high ones 64c+32.. */
-        const __m512i qv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 16 + 32 * c)));
-        const __m512i lv = _mm512_and_si512(_mm512_srlv_epi16(qv, nibble_shift), m4);
+        const __m512i qv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + qs + 32 * c)));
+        __m512i lv = _mm512_and_si512(_mm512_srlv_epi16(qv, nibble_shift), m4);
+        if (kind == K_Q5) {
+            /* Bit k of a byte rotated left by 4 - k (mod 32) within its
+             * dword lands on bit 4 of the same byte. */
+            const __m512i turn = _mm512_inserti64x4(_mm512_set1_epi32((4 - 2 * c) & 31), _mm256_set1_epi32((3 - 2 * c) & 31), 1);
+            lv = or_and(lv, _mm512_rolv_epi32(qh, turn), _mm512_set1_epi8(0x10));
+        }
         const __m512i act = _mm512_loadu_si512((const void *)(yb + Q8K_QS + 64 * c));
         sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(lv, act),
                                   _mm512_permutexvar_epi16(words_by_half((short)(2 * c), (short)(2 * c + 1)), scales));
@@ -445,7 +456,8 @@ ALWAYS_INLINE void q4_k_row_sums(const uint8_t *blk, const uint8_t *yb, __m128i 
 }
 
 /* What the rows' sums take from an activation block's group sums: Q4_K
- * the 8 sums of 32 levels (words 0-7), Q6_K the 16 sums of 16 negated. */
+ * and Q5_K the 8 sums of 32 levels (words 0-7), Q6_K the 16 sums of 16
+ * negated. */
 ALWAYS_INLINE __m256i act_sums(const int kind, const uint8_t *yb) {
     const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)(yb + Q8K_BSUMS));
     if (kind == K_Q6) return _mm256_sub_epi16(_mm256_setzero_si256(), bsums);
@@ -486,7 +498,7 @@ ALWAYS_INLINE void k_one_token(const int kind, int64_t nb, const uint8_t *w, siz
     const size_t bs = k_block(kind), xs = sizeof(nuri_block_q8_k);
     /* isum[s][j] and msum[s][j] (64 bytes each): the folded sums of rows
      * j, 4+j, 8+j, 12+j. */
-    alignas(64) __m128i isum[ROW_CHUNK][4][4], msum[kind == K_Q4 ? ROW_CHUNK : 1][4][4];
+    alignas(64) __m128i isum[ROW_CHUNK][4][4], msum[k_has_min(kind) ? ROW_CHUNK : 1][4][4];
     __m256i sums[ROW_CHUNK];
     /* Addresses as integers: the prefetches stop at the end of these rows,
      * and a pointer may not point past them. */
@@ -503,7 +515,7 @@ ALWAYS_INLINE void k_one_token(const int kind, int64_t nb, const uint8_t *w, siz
                 if (r >= rows) {
                     for (int s = 0; s < nsb; s++) {
                         isum[s][j][l] = _mm_setzero_si128();
-                        if (kind == K_Q4) msum[s][j][l] = _mm_setzero_si128();
+                        if (k_has_min(kind)) msum[s][j][l] = _mm_setzero_si128();
                     }
                     continue;
                 }
@@ -513,9 +525,9 @@ ALWAYS_INLINE void k_one_token(const int kind, int64_t nb, const uint8_t *w, siz
                     if (ahead + bs <= end)
                         for (size_t o = 0; o < bs + 63; o += 64) prefetch_stream((const uint8_t *)(ahead + o), 0);
                     const uint8_t *yb = x + (size_t)(b0 + s) * xs;
-                    if (kind == K_Q4)
-                        q4_k_row_sums(row + (size_t)s * bs, yb, _mm256_castsi256_si128(sums[s]), &isum[s][j][l],
-                                      &msum[s][j][l]);
+                    if (kind != K_Q6)
+                        k4_row_sums(kind, row + (size_t)s * bs, yb, _mm256_castsi256_si128(sums[s]), &isum[s][j][l],
+                                    &msum[s][j][l]);
                     else isum[s][j][l] = q6_k_row_sum(row + (size_t)s * bs, yb, sums[s]);
                 }
             }
@@ -526,7 +538,7 @@ ALWAYS_INLINE void k_one_token(const int kind, int64_t nb, const uint8_t *w, siz
                 for (int j = 0; j < 4; j++) quads[j] = _mm512_load_si512((const void *)isum[s][j]);
                 const __m512 is = _mm512_cvtepi32_ps(sum_rows_16(quads));
                 const __m512 dy = _mm512_set1_ps(nuri_load_f32(x + (size_t)(b0 + s) * xs));
-                if (kind == K_Q4) {
+                if (kind != K_Q6) {
                     const __m512i dd = row_dwords(blk, w_row_bytes, rows); /* d | dmin */
 #pragma GCC unroll 4
                     for (int j = 0; j < 4; j++) quads[j] = _mm512_load_si512((const void *)msum[s][j]);
@@ -552,7 +564,7 @@ ALWAYS_INLINE void k_one_token(const int kind, int64_t nb, const uint8_t *w, siz
 ALWAYS_INLINE void k_gemm_few(const int kind, int64_t nb, const uint8_t *w, size_t w_row_bytes, int n_rows,
                               const uint8_t *x, size_t x_row_bytes, const int TOK, float *y, size_t y_stride) {
     const size_t bs = k_block(kind);
-    if ((kind == K_Q4 || kind == K_Q6) && TOK == 1) {
+    if ((kind == K_Q4 || kind == K_Q5 || kind == K_Q6) && TOK == 1) {
         k_one_token(kind, nb, w, w_row_bytes, n_rows, x, y);
         return;
     }
