@@ -160,9 +160,9 @@ static void build_tables(void) {
         /* Generation (one token) of Q8_0 streams 15 % faster with the AVX2
          * kernel's 8-row groups than with AVX-512's 16 rows (AMD Zen 5, 2
          * threads: 57 vs 49 t/s on TinyLlama Q8_0, 97 % of the memory
-         * bandwidth); both equal the reference bit for bit. (Q4_K and Q6_K
-         * measured faster one way at one of this machine's bandwidth levels
-         * and the other way at the other, so they keep AVX-512.) */
+         * bandwidth); both equal the reference bit for bit. (Q4_K, Q5_K and
+         * Q6_K have a row-wise one-token path of their own in
+         * kernels_avx512_k.c.) */
         if (isa == NURI_ISA_AVX512)
             table[NURI_TYPE_Q8_0].gemm_one_token = tables[NURI_ISA_AVX2][NURI_TYPE_Q8_0].gemm;
 #endif

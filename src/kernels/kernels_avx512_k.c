@@ -20,9 +20,9 @@
  * reference bit for bit, whatever the path or the split.
  *
  * Generation (up to 4 tokens) packs each super-block into a buffer that
- * stays in L1 and uses it at once, prefetching the next rows (Q6_K with one
- * token skips the packing: see q6_k_row_sum); prompt batches pack a few
- * super-blocks once and run tiles of 4 tokens over them.
+ * stays in L1 and uses it at once, prefetching the next rows (Q4_K, Q5_K and
+ * Q6_K with one token skip the packing: see k_one_token); prompt batches
+ * pack a few super-blocks once and run tiles of 4 tokens over them.
  *
  * Only dispatch.c calls in here, after checking the CPU. */
 #if defined(__x86_64__)
@@ -482,12 +482,12 @@ ALWAYS_INLINE __m512i row_dwords(const uint8_t *p, size_t st, int n) {
 
 /* Rows are read in memory order, 16 at a time: each row's super-blocks
  * (up to ROW_CHUNK of them per pass: rows of up to 32768 columns in one,
- * their partial sums 64 KiB), then the 16 rows' sums of each super-block
- * added and finished in order. One straight stream, each super-block's
- * lines prefetched ROW_PREFETCH bytes ahead, draws more from memory than
- * 16 interleaved row streams (AMD Zen 5, 2 threads, TinyLlama generation:
- * Q6_K 61 -> 72 t/s, Q4_K 65 -> 79 t/s at the lower bandwidth level; 8-32
- * KiB ahead all within a few %). */
+ * their partial sums up to 64 KiB), then the 16 rows' sums of each
+ * super-block added and finished in order. One straight stream, each
+ * super-block's lines prefetched ROW_PREFETCH bytes ahead, draws more from
+ * memory than 16 interleaved row streams (AMD Zen 5, 2 threads, TinyLlama
+ * generation at the lower bandwidth level: Q6_K 47 -> 55 t/s, Q4_K 65 ->
+ * 79 t/s; 8-32 KiB ahead all within a few %). */
 #define ROW_CHUNK 128
 #define ROW_PREFETCH 16384
 
@@ -590,13 +590,13 @@ ALWAYS_INLINE void k_gemm_few(const int kind, int64_t nb, const uint8_t *w, size
              * core keeps in flight at once. */
             for (const size_t end = ahead + step / 2; ahead < end && ahead < next_bytes; ahead += 64)
                 prefetch_stream(next + ahead, 0);
-            const uint8_t *yb[MAX_TOK];
-#pragma GCC unroll 4
-            for (int t = 0; t < TOK; t++) yb[t] = x + (size_t)t * x_row_bytes + (size_t)b * sizeof(nuri_block_q8_k);
             ksb o;
             pack_k_rows(kind, wp + (size_t)b * bs, w_row_bytes, rows, &o);
             for (const size_t end = ahead + (step - step / 2); ahead < end && ahead < next_bytes; ahead += 64)
                 prefetch_stream(next + ahead, 0);
+            const uint8_t *yb[MAX_TOK];
+#pragma GCC unroll 4
+            for (int t = 0; t < TOK; t++) yb[t] = x + (size_t)t * x_row_bytes + (size_t)b * sizeof(nuri_block_q8_k);
             k_dot(kind, &o, yb, TOK, acc);
         }
         const __mmask16 live = live_lanes(rows);
