@@ -357,15 +357,16 @@ ALWAYS_INLINE void k_dot(const int kind, const ksb *o, const uint8_t *const yb[M
 }
 
 
-/* ---- Q4_K, Q5_K and Q6_K, one token: rows unpacked in place ---------------------------
+/* ---- Q4_K, Q5_K, Q6_K and IQ4_XS, one token: rows unpacked in place ------------
  *
  * A generation step reads each weight once, and packing 16 rows (a
  * transposition) costs about as much as their arithmetic, so here each
- * row's super-block is unpacked where it lies, 64 levels per vector in
- * the order of the activation bytes (vpmaddubsw, then vpdpwssd with each
- * group's scale). The partial sums of 16 rows are then added into one
- * vector (lane r: row r) and finished as k_dot finishes, so the integers
- * and every float operation are those of the packed path. */
+ * row's super-block is unpacked where it lies, 64 levels per vector
+ * against the activation bytes of the same columns (vpmaddubsw, then
+ * vpdpwssd with each group's scale; IQ4_XS vpdpbusd, then vpmulld). The
+ * partial sums of 16 rows are then added into one vector (lane r: row r)
+ * and finished as k_dot finishes, so the integers and every float
+ * operation are those of the packed path. */
 
 /* The 256-bit halves of a vector of words: lo in the low, hi in the high. */
 ALWAYS_INLINE __m512i words_by_half(short lo, short hi) {
@@ -455,13 +456,52 @@ ALWAYS_INLINE void k4_row_sums(const int kind, const uint8_t *blk, const uint8_t
     *isum = fold_to_4(sum);
 }
 
+/* IQ4_XS: one row's integer sum over one super-block, folded to 4 dwords:
+ * sum(scale_g * (levels . activations)_g) - 128 * sum(scale_g * bsum_g),
+ * the levels being the table's values + 128 (vpshufb); neg_bsum32: the
+ * activation block's 8 sums of 32 negated (act_sums). The products go
+ * through vpdpbusd (levels up to 241: pairs would overflow vpmaddubsw). */
+ALWAYS_INLINE __m128i iq4_xs_row_sum(const uint8_t *blk, const uint8_t *yb, __m128i neg_bsum32) {
+    /* ls_g: low four bits from nibble g of scales_l (bytes 4-7), top two
+     * from bits 2g, 2g+1 of scales_h (bytes 2-3); the scale is ls - 32. */
+    const __m128i head = _mm_loadl_epi64((const __m128i *)(const void *)blk);
+    const __m128i low_bytes = _mm_shuffle_epi8(head, _mm_setr_epi8(4, 4, 5, 5, 6, 6, 7, 7, -1, -1, -1, -1, -1, -1, -1, -1));
+    const __m128i low = _mm_and_si128(_mm_mask_blend_epi8(0xAAAA, low_bytes, _mm_srli_epi16(low_bytes, 4)),
+                                      _mm_set1_epi8(0x0F));
+    const __m128i high_word = _mm_shuffle_epi8(head, _mm_setr_epi8(2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3));
+    const __m128i high = _mm_and_si128(_mm_srlv_epi16(high_word, _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14)),
+                                       _mm_set1_epi16(3));
+    const __m128i scales = _mm_sub_epi16(_mm_or_si128(_mm_cvtepu8_epi16(low), _mm_slli_epi16(high, 4)), _mm_set1_epi16(32));
+    const __m512i scale_of_dword = _mm512_zextsi256_si512(_mm256_cvtepi16_epi32(scales));
+    const __m512i lane_of_dword = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m512i sum = _mm512_zextsi128_si512(_mm_madd_epi16(_mm_slli_epi16(scales, 7), neg_bsum32));
+    const __m512i table = iq4_table(), m4 = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 2
+    for (int c = 0; c < 2; c++) {
+        /* 64 bytes, groups 4c..4c+3 (one per 128-bit lane): low nibbles are
+         * levels 32g..32g+15, high ones 32g+16..32g+31. */
+        const __m512i q = _mm512_loadu_si512((const void *)(blk + 8 + 64 * c));
+        const __m512i a0 = _mm512_loadu_si512((const void *)(yb + Q8K_QS + 128 * c));
+        const __m512i a1 = _mm512_loadu_si512((const void *)(yb + Q8K_QS + 128 * c + 64));
+        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4)),
+                                          _mm512_shuffle_i64x2(a0, a1, 0x88));
+        dot = _mm512_dpbusd_epi32(dot, _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4)),
+                                  _mm512_shuffle_i64x2(a0, a1, 0xDD));
+        const __m512i group = _mm512_add_epi32(lane_of_dword, _mm512_set1_epi32(4 * c));
+        sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(dot, _mm512_permutexvar_epi32(group, scale_of_dword)));
+    }
+    return fold_to_4(sum);
+}
+
 /* What the rows' sums take from an activation block's group sums: Q4_K
- * and Q5_K the 8 sums of 32 levels (words 0-7), Q6_K the 16 sums of 16
- * negated. */
+ * and Q5_K the 8 sums of 32 levels (words 0-7), IQ4_XS the same negated,
+ * Q6_K the 16 sums of 16 negated. */
 ALWAYS_INLINE __m256i act_sums(const int kind, const uint8_t *yb) {
     const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)(yb + Q8K_BSUMS));
     if (kind == K_Q6) return _mm256_sub_epi16(_mm256_setzero_si256(), bsums);
-    return _mm256_castsi128_si256(_mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1)));
+    const __m128i sums32 = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+    if (kind == K_IQ4XS) return _mm256_castsi128_si256(_mm_sub_epi16(_mm_setzero_si128(), sums32));
+    return _mm256_castsi128_si256(sums32);
 }
 
 /* The totals of 16 rows' four partial sums, lane r: row r. quads[j] holds
@@ -525,10 +565,11 @@ ALWAYS_INLINE void k_one_token(const int kind, int64_t nb, const uint8_t *w, siz
                     if (ahead + bs <= end)
                         for (size_t o = 0; o < bs + 63; o += 64) prefetch_stream((const uint8_t *)(ahead + o), 0);
                     const uint8_t *yb = x + (size_t)(b0 + s) * xs;
-                    if (kind != K_Q6)
+                    if (k_has_min(kind))
                         k4_row_sums(kind, row + (size_t)s * bs, yb, _mm256_castsi256_si128(sums[s]), &isum[s][j][l],
                                     &msum[s][j][l]);
-                    else isum[s][j][l] = q6_k_row_sum(row + (size_t)s * bs, yb, sums[s]);
+                    else if (kind == K_Q6) isum[s][j][l] = q6_k_row_sum(row + (size_t)s * bs, yb, sums[s]);
+                    else isum[s][j][l] = iq4_xs_row_sum(row + (size_t)s * bs, yb, _mm256_castsi256_si128(sums[s]));
                 }
             }
             for (int s = 0; s < nsb; s++) {
@@ -538,7 +579,7 @@ ALWAYS_INLINE void k_one_token(const int kind, int64_t nb, const uint8_t *w, siz
                 for (int j = 0; j < 4; j++) quads[j] = _mm512_load_si512((const void *)isum[s][j]);
                 const __m512 is = _mm512_cvtepi32_ps(sum_rows_16(quads));
                 const __m512 dy = _mm512_set1_ps(nuri_load_f32(x + (size_t)(b0 + s) * xs));
-                if (kind != K_Q6) {
+                if (k_has_min(kind)) {
                     const __m512i dd = row_dwords(blk, w_row_bytes, rows); /* d | dmin */
 #pragma GCC unroll 4
                     for (int j = 0; j < 4; j++) quads[j] = _mm512_load_si512((const void *)msum[s][j]);
@@ -546,7 +587,8 @@ ALWAYS_INLINE void k_one_token(const int kind, int64_t nb, const uint8_t *w, siz
                     acc = _mm512_add_ps(acc, _mm512_sub_ps(_mm512_mul_ps(is, _mm512_mul_ps(halves_lo(dd), dy)),
                                                            _mm512_mul_ps(ms, _mm512_mul_ps(halves_hi(dd), dy))));
                 } else {
-                    const __m512 d = halves_hi(row_dwords(blk + 206, w_row_bytes, rows));
+                    const __m512 d = kind == K_Q6 ? halves_hi(row_dwords(blk + 206, w_row_bytes, rows))
+                                                  : halves_lo(row_dwords(blk, w_row_bytes, rows));
                     acc = _mm512_add_ps(acc, _mm512_mul_ps(is, _mm512_mul_ps(d, dy)));
                 }
             }
@@ -564,7 +606,7 @@ ALWAYS_INLINE void k_one_token(const int kind, int64_t nb, const uint8_t *w, siz
 ALWAYS_INLINE void k_gemm_few(const int kind, int64_t nb, const uint8_t *w, size_t w_row_bytes, int n_rows,
                               const uint8_t *x, size_t x_row_bytes, const int TOK, float *y, size_t y_stride) {
     const size_t bs = k_block(kind);
-    if ((kind == K_Q4 || kind == K_Q5 || kind == K_Q6) && TOK == 1) {
+    if (kind != K_Q2 && kind != K_Q3 && TOK == 1) {
         k_one_token(kind, nb, w, w_row_bytes, n_rows, x, y);
         return;
     }
