@@ -404,9 +404,6 @@ ALWAYS_INLINE void int8_gemm_few(pack_fn upack, int offset, const int kind, cons
     }
 }
 
-static void zero_output(int n_rows, int n_tok, float *y, size_t y_stride) {
-    for (int t = 0; t < n_tok; t++) memset(y + (size_t)t * y_stride, 0, (size_t)n_rows * sizeof(float));
-}
 
 /* ---- Integer vec_dot -------------------------------------------------------
  *

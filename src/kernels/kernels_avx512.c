@@ -441,9 +441,6 @@ ALWAYS_INLINE void int8_gemm_few(pack_fn upack, int offset, size_t w_block, int 
     }
 }
 
-static void zero_output(int n_rows, int n_tok, float *y, size_t y_stride) {
-    for (int t = 0; t < n_tok; t++) memset(y + (size_t)t * y_stride, 0, (size_t)n_rows * sizeof(float));
-}
 
 /* Both paths do the same arithmetic per (row, token), so which one runs
  * changes no result. */

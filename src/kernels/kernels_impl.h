@@ -5,6 +5,7 @@
 #define NURI_KERNELS_IMPL_H
 
 #include <stddef.h>
+#include <string.h>
 
 #include "kernels/kernels.h"
 
@@ -30,6 +31,11 @@ void nuri_kernels_fill_neon(nuri_kernel table[NURI_TYPE_COUNT]);
 void nuri_kernels_fill_dotprod(nuri_kernel table[NURI_TYPE_COUNT]);
 void nuri_kernels_fill_i8mm(nuri_kernel table[NURI_TYPE_COUNT]);
 #endif
+
+/* Sets y to zero for n_rows x n_tok (a product over no columns). */
+static inline void zero_output(int n_rows, int n_tok, float *y, size_t y_stride) {
+    for (int t = 0; t < n_tok; t++) memset(y + (size_t)t * y_stride, 0, (size_t)n_rows * sizeof(float));
+}
 
 /* The level to use, given the best the CPU supports and the value of
  * NURI_ISA (NULL or empty: the best). An unknown name or a level above the
